@@ -1,0 +1,30 @@
+# `make test` and `make demo` build .venv from nothing when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv test demo clean-demo
+
+venv: $(STAMP)
+
+# torch first, then basicsr without build isolation (its sdist would otherwise fetch torch again), then the rest.
+$(STAMP): requirements.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet $$(grep -E '^(torch|torchvision)==' requirements.txt)
+	$(PIP) install --quiet --no-build-isolation $$(grep -E '^basicsr==' requirements.txt)
+	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+clean-demo:
+	rm -rf datasets/toy_faces experiments/demo_* results/demo_* tb_logger/demo_* demo_output

@@ -1,0 +1,84 @@
+"""Helpers for the end-to-end tests that drive ``cqshift_basicsr/train.py`` and ``test.py`` in subprocesses."""
+import os
+import socket
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+TRAIN_PY = os.path.join(ROOT, 'cqshift_basicsr', 'train.py')
+TEST_PY = os.path.join(ROOT, 'cqshift_basicsr', 'test.py')
+
+
+def cpu_env(root_path=None, threads=1):
+    """Environment of a CPU-only child process (no GPU visible), optionally with an explicit experiment root."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS=str(threads), PYTHONDONTWRITEBYTECODE='1')
+    env.pop('CQSHIFT_ROOT', None)
+    if root_path is not None:
+        env['CQSHIFT_ROOT'] = str(root_path)
+    return env
+
+
+def run_script(args, cwd, env, timeout=600):
+    """Run a Python script; on failure, raise with its output so the test log says why."""
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=str(cwd), env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f'{args} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n'
+                             f'--- stderr\n{proc.stderr[-6000:]}')
+    return proc
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def write_yaml(path, opt):
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return str(path)
+
+
+def make_paired_folder(folder, num=4, size=16, scale=2, seed=0):
+    """Tiny paired SR data (gt + bicubic lq) for runner tests that drive basicsr's own SRModel."""
+    rng = np.random.default_rng(seed)
+    gt_dir, lq_dir = os.path.join(folder, 'gt'), os.path.join(folder, 'lq')
+    os.makedirs(gt_dir, exist_ok=True)
+    os.makedirs(lq_dir, exist_ok=True)
+    for i in range(num):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), (3, 3), 0)
+        cv2.imwrite(os.path.join(gt_dir, f'{i:03d}.png'), img)
+        cv2.imwrite(os.path.join(lq_dir, f'{i:03d}.png'), cv2.resize(img, (size // scale, size // scale),
+                                                                    interpolation=cv2.INTER_AREA))
+    return gt_dir, lq_dir
+
+
+def srmodel_options(name, gt_dir, lq_dir, total_iter=4, save_freq=2):
+    """Options of basicsr's SRModel with a tiny MSRResNet: drives the runners before any model of ours."""
+    dataset = dict(type='PairedImageDataset', dataroot_gt=gt_dir, dataroot_lq=lq_dir, io_backend=dict(type='disk'),
+                   filename_tmpl='{}')
+    return dict(
+        name=name, model_type='SRModel', scale=2, num_gpu=0, manual_seed=0,
+        datasets=dict(
+            train=dict(name='tiny', **dataset, gt_size=16, use_hflip=True, use_rot=False, num_worker_per_gpu=0,
+                       batch_size_per_gpu=2, dataset_enlarge_ratio=1, prefetch_mode=None),
+            val=dict(name='tiny_val', **dataset)),
+        network_g=dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=4, num_block=1, upscale=2),
+        path=dict(pretrain_network_g=None, strict_load_g=True, resume_state=None),
+        train=dict(optim_g=dict(type='Adam', lr=1e-3, betas=[0.9, 0.99]),
+                   scheduler=dict(type='MultiStepLR', milestones=[100], gamma=0.5), total_iter=total_iter,
+                   warmup_iter=-1, pixel_opt=dict(type='L1Loss', loss_weight=1.0, reduction='mean')),
+        val=dict(val_freq=save_freq, save_img=False,
+                 metrics=dict(psnr=dict(type='calculate_psnr', crop_border=0, test_y_channel=False))),
+        logger=dict(print_freq=1, save_checkpoint_freq=save_freq, use_tb_logger=False, wandb=None),
+        dist_params=dict(backend='gloo', port=29500))
+
+
+def read_train_log(exp_dir):
+    logs = sorted(f for f in os.listdir(exp_dir) if f.startswith('train_') and f.endswith('.log'))
+    return [open(os.path.join(exp_dir, f)).read() for f in logs]

@@ -9,7 +9,9 @@ the tests do). Each fix is small, documented, and has a test in ``tests/test_com
    machine without a GPU. Ours maps to the GPU only when one is used.
 3. ``--auto_resume`` location: basicsr looks for ``experiments/<name>/training_states`` relative to the working
    directory while it writes them under ``root_path``; when the two differ it finds nothing, archives the run and
-   restarts from iteration 0. Ours looks under ``opt['path']['experiments_root']``.
+   restarts from iteration 0. Ours looks under ``opt['path']['experiments_root']``. On resume basicsr also points
+   every ``network_<x>`` at ``models/net_<x>_<iter>.pth``; a frozen network that a model does not checkpoint (the
+   StyleGAN2 prior, a frozen encoder) keeps its ``path.pretrain_network_<x>`` instead of a file that does not exist.
 4. ``--launcher pytorch``: basicsr always uses NCCL and ``cuda.set_device`` (a ZeroDivisionError without GPUs) and
    wraps DDP with ``device_ids=[cuda.current_device()]``. Ours uses NCCL on GPUs and gloo on CPU, reading the
    ``torchrun`` environment (LOCAL_RANK), and wraps CPU models without ``device_ids``.
@@ -80,7 +82,11 @@ def load_resume_state(opt):
         raise FileNotFoundError(f'path.resume_state: training state {path!r} does not exist.')
     # basicsr's states hold only tensors, numbers and the schedulers' Counters: safe to load weights-only.
     resume_state = torch.load(path, map_location=state_map_location(opt), weights_only=True)
+    pretrained = dict(opt['path'])
     check_resume(opt, resume_state['iter'])
+    for key, value in opt['path'].items():
+        if key.startswith('pretrain_network_') and value != pretrained.get(key) and not os.path.isfile(value):
+            opt['path'][key] = pretrained.get(key)  # not checkpointed by the model: a frozen network
     return resume_state
 
 

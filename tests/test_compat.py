@@ -42,6 +42,20 @@ def test_resume_state_maps_to_cpu_without_gpu(tmp_path):
     assert compat.state_map_location(opt).type == 'cpu'
 
 
+def test_resume_keeps_the_pretrained_path_of_networks_without_checkpoints(tmp_path):
+    exp = tmp_path / 'experiments' / 'run'
+    (exp / 'training_states').mkdir(parents=True)
+    (exp / 'models').mkdir()
+    torch.save({'iter': 4, 'epoch': 0, 'optimizers': [], 'schedulers': []}, exp / 'training_states' / '4.state')
+    torch.save({}, exp / 'models' / 'net_g_4.pth')
+    opt = {'auto_resume': True, 'num_gpu': 0, 'name': 'run', 'network_g': {}, 'network_stylegan': {},
+           'path': {'training_states': str(exp / 'training_states'), 'models': str(exp / 'models'),
+                    'pretrain_network_stylegan': 'prior.pth'}}
+    compat.load_resume_state(opt)
+    assert opt['path']['pretrain_network_g'] == str(exp / 'models' / 'net_g_4.pth')
+    assert opt['path']['pretrain_network_stylegan'] == 'prior.pth'
+
+
 def test_explicit_resume_state_that_is_missing_names_the_path(tmp_path):
     opt = {'auto_resume': False, 'num_gpu': 0, 'path': {'resume_state': str(tmp_path / 'nope.state')}}
     with pytest.raises(FileNotFoundError, match='nope.state'):

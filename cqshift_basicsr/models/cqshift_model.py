@@ -1,0 +1,184 @@
+"""Stage 2: joint unpaired training of the cross-quality shift (both branches, D_H and D_L)."""
+import torch
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from cqshift_basicsr.archs.stylegan2_weights import load_stylegan2_generator
+from .face_base_model import FaceBaseModel, set_requires_grad, to_signed, to_unit
+
+__all__ = ['CQShiftModel']
+
+
+@MODEL_REGISTRY.register()
+class CQShiftModel(FaceBaseModel):
+    """Learns E_L, E_deg and Δ_global of a ``CQShiftNet`` (``network_g``; its StyleGAN2 stays frozen) from an
+    HQ set and an unpaired LQ set.
+
+    Lower branch: x_l → w_l = E_L(x_l), Δ^i = Δ_global + r(x_l) → ŷ = G(w_l + α·Δ^i); D_H judges ŷ against HQ
+    faces, ``down_opt`` (L_down) ties ŷ's low frequencies to x_l, ``recon_opt`` makes G(w_l) reproduce x_l (so
+    α = 0 gives the LQ look), ``cycle_opt`` asks G(E_H(ŷ) − Δ^i) to come back to G(w_l).
+    Upper branch (``train.upper_branch``, default on): x_h → w_h = E_H(x_h) (frozen stage-1 encoder,
+    ``network_eh``) → x̃_l = G(w_h − Δ^j) with Δ^j from a random LQ image of the batch; D_L judges x̃_l against LQ
+    faces and ``cycle_opt``/``cycle_latent_opt`` ask E_L(x̃_l) + Δ^j to come back to x_h / w_h.
+    Every term is on when its ``train.<name>_opt`` section is present. [R] marks in DESIGN.md: the branch
+    wiring beyond the poster, the loss forms and weights are reconstructions, all switchable here.
+    """
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.net_g = self.build_subnet('g')
+        if not self.load_pretrained(self.net_g, 'g'):
+            self._assemble_from_stages()
+        val_opt = self.opt.get('val') or {}
+        self.val_alpha = float(val_opt.get('alpha', 1.0))
+        self.val_alphas = [float(a) for a in val_opt.get('alphas', [])]
+        if self.is_train:
+            self.init_training_settings()
+
+    def _assemble_from_stages(self):
+        """A new CQShiftNet: G from the StyleGAN2 prior, E_L from the stage-1 E_H (E_L starts as E_H)."""
+        net = self.get_bare_model(self.net_g)
+        path_opt = self.opt['path']
+        load_stylegan2_generator(net.generator, path_opt.get('pretrain_network_stylegan'),
+                                 param_key=path_opt.get('param_key_stylegan', 'params_ema'),
+                                 option='path.pretrain_network_stylegan')
+        if path_opt.get('pretrain_network_eh'):
+            self.load_network(net.encoder, path_opt['pretrain_network_eh'], path_opt.get('strict_load_eh', True),
+                              path_opt.get('param_key_eh', 'params_ema'), option='path.pretrain_network_eh')
+        else:
+            get_root_logger().warning('path.pretrain_network_eh is not set: E_L starts from random weights.')
+            net.set_latent_avg_from_generator()
+
+    # ------------------------------------------------------------------ training set-up
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.net_g.train()
+        self.upper_branch = train_opt.get('upper_branch', True)
+        self.alpha_train = float(train_opt.get('alpha', 1.0))
+        self.finetune_eh = bool(train_opt.get('optim_eh'))
+        self.net_eh = self.build_subnet('eh', trainable=self.finetune_eh)
+        self.load_pretrained(self.net_eh, 'eh', required=True, default_param_key='params_ema')
+        self.net_d_h = self.build_subnet('d_h')
+        self.load_pretrained(self.net_d_h, 'd_h')
+        if self.upper_branch:
+            self.net_d_l = self.build_subnet('d_l')
+            self.load_pretrained(self.net_d_l, 'd_l')
+        self.ema_decay = train_opt.get('ema_decay', 0)
+        if self.ema_decay > 0:
+            self.init_ema()
+
+        self.cri = self.build_losses('gan', 'gan_l', 'down', 'recon', 'cycle', 'cycle_latent', 'shift_reg', 'wnorm',
+                                     'lpips', 'identity')
+        if 'gan' not in self.cri:
+            raise ValueError('CQShiftModel needs train.gan_opt (the adversarial loss of D_H).')
+        self.cri_gan_l = self.cri.get('gan_l', self.cri['gan'])
+
+        self.optimizer_g = self.build_optimizer('g', [p for p in self.net_g.parameters() if p.requires_grad])
+        if self.finetune_eh:
+            self.optimizer_eh = self.build_optimizer('eh', list(self.net_eh.parameters()))
+        self.optimizer_d_h = self.build_optimizer('d', list(self.net_d_h.parameters()))
+        if self.upper_branch:
+            self.optimizer_d_l = self.build_optimizer('d', list(self.net_d_l.parameters()))
+        set_requires_grad(self.net_d_h, False)
+        if self.upper_branch:
+            set_requires_grad(self.net_d_l, False)
+        self.setup_schedulers()
+
+    def feed_data(self, data):
+        self.lq = data['lq'].to(self.device)
+        for key in ('hq', 'gt'):
+            if key in data:
+                setattr(self, key, data[key].to(self.device))
+
+    # ------------------------------------------------------------------ one iteration
+    def optimize_parameters(self, current_iter):
+        net = self.get_bare_model(self.net_g)
+        x_l, x_h = to_signed(self.lq), to_signed(self.hq)
+        losses = {}
+        self.optimizer_g.zero_grad(set_to_none=True)
+        if self.finetune_eh:
+            self.optimizer_eh.zero_grad(set_to_none=True)
+
+        # lower branch: restore the LQ image
+        w_l, delta = net.encode(x_l)
+        restored = net.decode(net.shift(w_l, delta, self.alpha_train))
+        losses['l_g_gan_h'] = self.cri['gan'](self.net_d_h(restored), True, is_disc=False)
+        if 'down' in self.cri:
+            losses['l_down'] = self.cri['down'](restored, x_l)
+        lq_rec = None
+        if 'recon' in self.cri or 'cycle' in self.cri:
+            lq_rec = net.decode(w_l)
+        if 'recon' in self.cri:
+            losses['l_recon'] = self.cri['recon'](lq_rec, x_l)
+        for name in ('lpips', 'identity'):  # perceptual/identity terms of the LQ reconstruction, when given
+            if name in self.cri:
+                losses[f'l_recon_{name}'] = self.cri[name](lq_rec if lq_rec is not None else net.decode(w_l), x_l)
+        if 'cycle' in self.cri:
+            back = net.decode(net.shift(self.net_eh(restored), delta, -self.alpha_train))
+            losses['l_cyc_l'] = self.cri['cycle'](back, lq_rec.detach())
+        if 'shift_reg' in self.cri and net.shift_mode == 'per_image':
+            losses['l_shift'] = self.cri['shift_reg'](delta, net.delta_global.expand_as(delta))
+        if 'wnorm' in self.cri:
+            losses['l_wnorm'] = self.cri['wnorm'](net.shift(w_l, delta, self.alpha_train), net.encoder.latent_avg)
+
+        # upper branch: HQ → synthetic LQ with the shift of a random LQ image of the batch, and back
+        if self.upper_branch:
+            with torch.set_grad_enabled(self.finetune_eh):
+                w_h = self.net_eh(x_h)
+            delta_j = delta[torch.randint(delta.shape[0], (x_h.shape[0], ), device=delta.device)]
+            synthetic_lq = net.decode(net.shift(w_h, delta_j, -1.0))
+            losses['l_g_gan_l'] = self.cri_gan_l(self.net_d_l(synthetic_lq), True, is_disc=False)
+            if 'cycle' in self.cri or 'cycle_latent' in self.cri:
+                w_back = net.shift(net.encoder(synthetic_lq), delta_j, 1.0)
+                if 'cycle' in self.cri:
+                    losses['l_cyc_h'] = self.cri['cycle'](net.decode(w_back), x_h)
+                if 'cycle_latent' in self.cri:
+                    losses['l_cyc_latent'] = self.cri['cycle_latent'](w_back, w_h.detach())
+
+        total = sum(losses.values())
+        total.backward()
+        self.sync_gradients(self.net_g, *([self.net_eh] if self.finetune_eh else []))
+        self.optimizer_g.step()
+        if self.finetune_eh:
+            self.optimizer_eh.step()
+
+        # discriminators
+        self.discriminator_step(self.net_d_h, self.optimizer_d_h, self.cri['gan'], x_h, restored, current_iter, 'd_h',
+                                losses)
+        if self.upper_branch:
+            self.discriminator_step(self.net_d_l, self.optimizer_d_l, self.cri_gan_l, x_l, synthetic_lq, current_iter,
+                                    'd_l', losses)
+        losses['l_g_total'] = total
+        self.log_dict = self.reduce_loss_dict({k: v.detach() for k, v in losses.items()})
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def test_outputs(self):
+        """The restoration at ``val.alpha`` (suffix ''), at each other alpha of ``val.alphas`` ('@a<alpha>') from
+        one encoding, and the (bicubic-upsampled) LQ input itself ('@input') when ``val.report_input``."""
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        alphas = [self.val_alpha] + [a for a in self.val_alphas if a != self.val_alpha]
+        sweep = net.alpha_sweep(to_signed(self.lq), alphas)
+        net.train(was_training)
+        outputs = {'': to_unit(sweep[0])}
+        outputs.update({f'@a{a:g}': to_unit(img) for a, img in zip(alphas[1:], sweep[1:])})
+        if self.opt['val'].get('report_input', False):
+            outputs['@input'] = self.lq.clamp(0, 1)
+        self.output = outputs['']
+        return outputs
+
+    def save(self, epoch, current_iter):
+        if hasattr(self, 'net_g_ema'):
+            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
+        else:
+            self.save_network(self.net_g, 'net_g', current_iter)
+        self.save_network(self.net_d_h, 'net_d_h', current_iter)
+        if self.upper_branch:
+            self.save_network(self.net_d_l, 'net_d_l', current_iter)
+        if self.finetune_eh:
+            self.save_network(self.net_eh, 'net_eh', current_iter)
+        self.save_training_state(epoch, current_iter)

@@ -1,0 +1,230 @@
+"""Code shared by the face models (CQShift stage 1 and 2, PSFRGAN): sub-networks from ``network_<x>`` options,
+checked weight loading, optimizers, a GAN discriminator step with lazy R1, EMA and a validation loop that
+reports metrics for several outputs of one input (e.g. several alphas) with basicsr's metric registry."""
+import os
+from collections import OrderedDict
+from copy import deepcopy
+from os import path as osp
+
+import torch
+import torch.distributed as dist
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.losses.gan_loss import r1_penalty
+from basicsr.metrics import calculate_metric
+from basicsr.models.base_model import BaseModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from tqdm import tqdm
+
+__all__ = ['FaceBaseModel', 'set_requires_grad', 'to_signed', 'to_unit']
+
+
+def set_requires_grad(net, flag):
+    for p in net.parameters():
+        p.requires_grad_(flag)
+
+
+def to_signed(img):
+    """[0, 1] (datasets, metrics) → [-1, 1] (StyleGAN2-style networks)."""
+    return img * 2 - 1
+
+
+def to_unit(img):
+    """[-1, 1] → [0, 1], clamped."""
+    return ((img + 1) / 2).clamp(0, 1)
+
+
+class FaceBaseModel(BaseModel):
+    """BaseModel plus the pieces every face model here needs. Images outside networks are RGB in [0, 1]."""
+
+    # ------------------------------------------------------------------ networks
+    def build_subnet(self, name, trainable=True):
+        """Build ``opt['network_<name>']`` on the model's device; frozen networks stay in eval mode.
+
+        Networks are not wrapped in DistributedDataParallel: these models call several methods of a network per
+        iteration (encode, decode, ...), which DDP does not follow. In distributed runs the weights are broadcast
+        from rank 0 here and :meth:`sync_gradients` averages gradients before each optimizer step instead.
+        """
+        key = f'network_{name}'
+        if key not in self.opt:
+            raise KeyError(f'{self.__class__.__name__} needs the option section {key!r}')
+        net = build_network(deepcopy(self.opt[key])).to(self.device)
+        if not trainable:
+            net.eval()
+            set_requires_grad(net, False)
+        if self.opt.get('dist'):
+            for tensor in list(net.parameters()) + list(net.buffers()):
+                dist.broadcast(tensor.data, src=0)
+        self.print_network(net)
+        return net
+
+    def sync_gradients(self, *nets):
+        """Average the gradients of ``nets`` over the ranks (no-op when not distributed)."""
+        if not self.opt.get('dist'):
+            return
+        world_size = dist.get_world_size()
+        for net in nets:
+            for p in net.parameters():
+                if p.requires_grad:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(world_size)
+
+    def load_pretrained(self, net, name, required=False, default_param_key='params'):
+        """Load ``path.pretrain_network_<name>`` into ``net`` if given; returns whether it loaded."""
+        path_opt = self.opt['path']
+        load_path = path_opt.get(f'pretrain_network_{name}')
+        if load_path is None:
+            if required:
+                raise ValueError(f'{self.__class__.__name__}: set path.pretrain_network_{name} '
+                                 f'(the weights of network_{name}).')
+            return False
+        self.load_network(net, load_path, path_opt.get(f'strict_load_{name}', True),
+                          path_opt.get(f'param_key_{name}', default_param_key), option=f'path.pretrain_network_{name}')
+        return True
+
+    def load_network(self, net, load_path, strict=True, param_key='params', option=None):
+        """basicsr's ``load_network`` with errors that name the file, the option and the keys."""
+        what = f'{option}: ' if option else ''
+        if not osp.isfile(load_path):
+            raise FileNotFoundError(f'{what}checkpoint {load_path!r} does not exist.')
+        # Our checkpoints hold state dicts only.
+        checkpoint = torch.load(load_path, map_location='cpu', weights_only=True)
+        if param_key is not None:
+            if param_key not in checkpoint:
+                fallback = 'params' if 'params' in checkpoint else None
+                if fallback is None:
+                    raise KeyError(f'{what}{load_path!r} has no {param_key!r} entry; it has {sorted(checkpoint)[:8]}')
+                get_root_logger().info(f'{load_path}: no {param_key!r}, loading {fallback!r} instead.')
+                param_key = fallback
+            checkpoint = checkpoint[param_key]
+        state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in checkpoint.items())
+        bare = self.get_bare_model(net)
+        expected = bare.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        if mismatched or (strict and (missing or unexpected)):
+            raise RuntimeError(f'{what}{load_path!r} does not fit {bare.__class__.__name__}: '
+                               f'missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, '
+                               f'shape mismatch {[(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in mismatched[:5]]}')
+        bare.load_state_dict(state, strict=strict)
+        get_root_logger().info(f'Loaded {bare.__class__.__name__} from {load_path} [{param_key}].')
+
+    def build_optimizer(self, name, params):
+        optim_opt = deepcopy(self.opt['train'][f'optim_{name}'])
+        optimizer = self.get_optimizer(optim_opt.pop('type'), params, **optim_opt)
+        self.optimizers.append(optimizer)
+        return optimizer
+
+    def build_losses(self, *names):
+        """``train.<name>_opt`` sections that are present, built with basicsr's loss registry."""
+        train_opt = self.opt['train']
+        return {n: build_loss(deepcopy(train_opt[f'{n}_opt'])).to(self.device) for n in names
+                if train_opt.get(f'{n}_opt')}
+
+    def init_ema(self):
+        """``net_g_ema`` as an exact copy of ``net_g`` (buffers too), or loaded from ``params_ema``."""
+        self.net_g_ema = build_network(deepcopy(self.opt['network_g'])).to(self.device).eval()
+        if self.opt['path'].get('pretrain_network_g'):
+            self.load_pretrained(self.net_g_ema, 'g', default_param_key='params_ema')
+        else:
+            self.net_g_ema.load_state_dict(self.get_bare_model(self.net_g).state_dict())
+        set_requires_grad(self.net_g_ema, False)
+
+    # ------------------------------------------------------------------ GAN
+    def discriminator_step(self, net_d, optimizer, cri_gan, real, fake, current_iter, tag, loss_dict):
+        """One D update: ``cri_gan`` on real vs detached fake, plus lazy R1 every ``train.net_d_reg_every``
+        iterations with weight ``train.r1_reg_weight`` (0 turns it off)."""
+        set_requires_grad(net_d, True)
+        optimizer.zero_grad(set_to_none=True)
+        real_pred, fake_pred = net_d(real), net_d(fake.detach())
+        l_d = cri_gan(real_pred, True, is_disc=True) + cri_gan(fake_pred, False, is_disc=True)
+        l_d.backward()
+        loss_dict[f'l_{tag}'] = l_d.detach()
+        r1_weight = self.opt['train'].get('r1_reg_weight', 0)
+        reg_every = self.opt['train'].get('net_d_reg_every', 16)
+        if r1_weight > 0 and current_iter % reg_every == 0:
+            real = real.detach().requires_grad_(True)
+            real_pred = net_d(real)
+            # lazy regularisation: scaled by the interval so its average strength equals r1_weight / 2 each step
+            l_r1 = r1_weight / 2 * r1_penalty(real_pred, real) * reg_every + 0 * real_pred.flatten()[0]
+            l_r1.backward()
+            loss_dict[f'l_{tag}_r1'] = l_r1.detach()
+        self.sync_gradients(net_d)
+        optimizer.step()
+        set_requires_grad(net_d, False)
+
+    # ------------------------------------------------------------------ validation
+    def test_outputs(self):
+        """``{suffix: image}`` (RGB [0, 1]) for the current input; the plain output has suffix ''."""
+        raise NotImplementedError
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        if self.opt['rank'] == 0:
+            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset_name = dataloader.dataset.opt['name']
+        metrics_opt = self.opt['val'].get('metrics') or {}
+        sums, count = OrderedDict(), 0
+        pbar = tqdm(total=len(dataloader), unit='image') if self.opt['val'].get('pbar', False) else None
+        for val_data in dataloader:
+            self.feed_data(val_data)
+            outputs = self.test_outputs()
+            gt = self.gt if hasattr(self, 'gt') else None
+            names = val_data.get('gt_path', val_data.get('lq_path'))
+            for b in range(next(iter(outputs.values())).shape[0]):
+                img_name = osp.splitext(osp.basename(names[b]))[0]
+                gt_img = tensor2img(gt[b].detach().cpu()) if gt is not None else None
+                for suffix, output in outputs.items():
+                    out_img = tensor2img(output[b].detach().cpu())
+                    if save_img and (suffix == '' or self.opt['val'].get('save_all_outputs', False)):
+                        self._save_val_image(out_img, img_name + suffix, dataset_name, current_iter)
+                    if gt_img is None:
+                        continue
+                    for metric, metric_opt in metrics_opt.items():
+                        value = calculate_metric({'img': out_img, 'img2': gt_img}, deepcopy(metric_opt))
+                        sums[metric + suffix] = sums.get(metric + suffix, 0.0) + float(value)
+                count += 1
+            if pbar is not None:
+                pbar.update(1)
+        if pbar is not None:
+            pbar.close()
+        if not sums:
+            return
+        self.metric_results = OrderedDict((k, v / count) for k, v in sums.items())
+        self._init_best_records(dataset_name, metrics_opt)
+        for metric, value in self.metric_results.items():
+            self._update_best_metric_result(dataset_name, metric, value, current_iter)
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _init_best_records(self, dataset_name, metrics_opt):
+        if not hasattr(self, 'best_metric_results'):
+            self.best_metric_results = {}
+        record = self.best_metric_results.setdefault(dataset_name, {})
+        for metric in self.metric_results:
+            base = next(m for m in sorted(metrics_opt, key=len, reverse=True) if metric.startswith(m))
+            better = metrics_opt[base].get('better', 'higher')
+            record.setdefault(metric, dict(better=better, val=float('-inf') if better == 'higher' else float('inf'),
+                                           iter=-1))
+
+    def _save_val_image(self, img, name, dataset_name, current_iter):
+        if self.opt['is_train']:
+            path = osp.join(self.opt['path']['visualization'], name, f'{name}_{current_iter}.png')
+        else:
+            suffix = self.opt['val'].get('suffix') or self.opt['name']
+            path = osp.join(self.opt['path']['visualization'], dataset_name, f'{name}_{suffix}.png')
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        imwrite(img, path)
+
+    def _log_validation_metric_values(self, current_iter, dataset_name, tb_logger):
+        log_str = f'Validation {dataset_name}\n'
+        for metric, value in self.metric_results.items():
+            best = self.best_metric_results[dataset_name][metric]
+            log_str += f'\t # {metric}: {value:.4f}\tBest: {best["val"]:.4f} @ {best["iter"]} iter\n'
+        get_root_logger().info(log_str)
+        if tb_logger:
+            for metric, value in self.metric_results.items():
+                tb_logger.add_scalar(f'metrics/{dataset_name}/{metric}', value, current_iter)

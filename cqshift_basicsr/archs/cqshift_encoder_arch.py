@@ -1,0 +1,146 @@
+"""Image -> StyleGAN2 latent encoder (E_H / E_L) with a ResNet trunk, plus the shared trunk builder.
+
+The encoder predicts an *offset* added to the generator's mean latent ``latent_avg`` (pSp's
+``start_from_latent_avg``, a reconstruction [R] in DESIGN §2). The head is zero-initialised, so a fresh
+encoder outputs exactly ``latent_avg`` for every image and training starts from the average face.
+"""
+import math
+import os
+
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+from .stylegan2_weights import mean_latent
+
+__all__ = ['ResNetTrunk', 'CQShiftEncoder', 'generator_mean_latent', 'IMAGENET_RESNET_HELP']
+
+IMAGENET_RESNET_HELP = ('Use a local torchvision ImageNet checkpoint, e.g. resnet34-b627a593.pth / '
+                        'resnet18-f37072fd.pth from https://download.pytorch.org/models/ (torchvision.models '
+                        'ResNet34_Weights.IMAGENET1K_V1); nothing is downloaded automatically. Set it to ~ (null) to '
+                        'start from random weights.')
+
+_BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+
+
+class ResNetTrunk(nn.Module):
+    """ResNet-18/34 trunk (stem + layer1..layer4 + global average pool) without the classifier.
+
+    Built from torchvision's ``BasicBlock`` with stage widths ``base_channels * (1, 2, 4, 8)``. With
+    ``base_channels=64`` its parameter names and shapes are exactly torchvision's ``resnet18/34`` minus ``fc``,
+    so ImageNet weights load with :meth:`load_imagenet`. Input: normalised images of any size >= 32.
+    """
+
+    def __init__(self, depth=34, base_channels=64):
+        super().__init__()
+        if depth not in _BLOCKS_PER_STAGE:
+            raise ValueError(f'ResNet depth must be 18 or 34, got {depth}')
+        self.depth = depth
+        self.base_channels = base_channels
+        self.conv1 = nn.Conv2d(3, base_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        in_channels = base_channels
+        for stage, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth]):
+            width = base_channels * 2**stage
+            stride = 1 if stage == 0 else 2
+            blocks = []
+            for b in range(num_blocks):
+                downsample = None
+                if b == 0 and (stride != 1 or in_channels != width):
+                    downsample = nn.Sequential(
+                        nn.Conv2d(in_channels, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width))
+                blocks.append(BasicBlock(in_channels, width, stride if b == 0 else 1, downsample))
+                in_channels = width
+            setattr(self, f'layer{stage + 1}', nn.Sequential(*blocks))
+        self.out_channels = in_channels
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        for m in self.modules():  # torchvision's init
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.avgpool(x).flatten(1)
+
+    def load_imagenet(self, path, option='imagenet_path'):
+        """Load torchvision ImageNet weights from a local ``.pth`` (classifier ``fc.*`` is dropped)."""
+        if self.base_channels != 64:
+            raise ValueError(f'{option}: ImageNet weights need base_channels=64, got {self.base_channels}')
+        if not path or not os.path.isfile(path):
+            raise FileNotFoundError(f'{option}: ImageNet ResNet-{self.depth} weights {path!r} do not exist. '
+                                    f'{IMAGENET_RESNET_HELP}')
+        state_dict = torch.load(path, map_location='cpu', weights_only=True)
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('fc.')}
+        missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f'{option}: {path!r} is not a torchvision resnet{self.depth} checkpoint '
+                               f'(missing e.g. {missing[:5]}, unexpected e.g. {unexpected[:5]})')
+
+
+def generator_mean_latent(generator, num_samples=4096, seed=0):
+    """Mean W (num_style_feat,) of the mapping net; deterministic (see ``stylegan2_weights.mean_latent``)."""
+    return mean_latent(generator, num_samples, seed)
+
+
+@ARCH_REGISTRY.register()
+class CQShiftEncoder(nn.Module):
+    """ResNet trunk -> pooled feature -> linear -> offset added to ``latent_avg`` (E_H and E_L).
+
+    Args:
+        out_size (int): generator resolution; sets n_latent = 2*log2(out_size) - 2 for W+.
+        num_style_feat (int): latent width. Default: 512.
+        latent_type (str): 'w' -> (B, num_style_feat); 'wplus' -> (B, n_latent, num_style_feat). Default: 'w'.
+        depth (int): ResNet depth, 34 or 18. Default: 34.
+        base_channels (int): trunk width (64 = torchvision layout). Default: 64.
+        imagenet_path (str | None): local torchvision ImageNet ``.pth`` for the trunk; None = random init.
+        imagenet_norm (bool): map [-1, 1] RGB input to ImageNet mean/std before the trunk. Default: True.
+        head_init_std (float): std of the head's initial weights; 0 (default) makes a fresh encoder output
+            exactly ``latent_avg``.
+
+    Buffer ``latent_avg`` (num_style_feat,) is saved in the state dict; set it from the generator with
+    :meth:`set_latent_avg` / :func:`generator_mean_latent` (CQShiftNet does).
+    """
+
+    def __init__(self, out_size, num_style_feat=512, latent_type='w', depth=34, base_channels=64,
+                 imagenet_path=None, imagenet_norm=True, head_init_std=0.0):
+        super().__init__()
+        if latent_type not in ('w', 'wplus'):
+            raise ValueError(f"latent_type must be 'w' or 'wplus', got {latent_type!r}")
+        self.latent_type = latent_type
+        self.num_style_feat = num_style_feat
+        self.n_latent = 2 * int(math.log2(out_size)) - 2
+        self.trunk = ResNetTrunk(depth, base_channels)
+        if imagenet_path is not None:
+            self.trunk.load_imagenet(imagenet_path, option='imagenet_path')
+        num_out = num_style_feat * (self.n_latent if latent_type == 'wplus' else 1)
+        self.head = nn.Linear(self.trunk.out_channels, num_out)
+        if head_init_std > 0:
+            nn.init.normal_(self.head.weight, std=head_init_std)
+        else:
+            nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer('latent_avg', torch.zeros(num_style_feat))
+        self.imagenet_norm = imagenet_norm
+        # [-1, 1] -> ImageNet normalisation folded into one affine map: (x + 1) / 2 - mean) / std
+        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        self.register_buffer('_in_scale', 0.5 / std, persistent=False)
+        self.register_buffer('_in_shift', (0.5 - mean) / std, persistent=False)
+
+    @torch.no_grad()
+    def set_latent_avg(self, latent_avg):
+        """Copy a mean latent of shape (C,) or (1, C) into the ``latent_avg`` buffer."""
+        self.latent_avg.copy_(latent_avg.reshape(-1).to(self.latent_avg))
+
+    def forward(self, x):
+        """x: (B, 3, H, W) RGB in [-1, 1], H, W >= 32 -> latent (B, C) or (B, n_latent, C)."""
+        if self.imagenet_norm:
+            x = x * self._in_scale + self._in_shift
+        offset = self.head(self.trunk(x))
+        if self.latent_type == 'wplus':
+            offset = offset.view(-1, self.n_latent, self.num_style_feat)
+        return offset + self.latent_avg

@@ -29,9 +29,9 @@ class DegradedFaceDataset(data.Dataset):
             Default False.
         use_hflip (bool): random horizontal flip (parsing labels swap left/right). Default False.
         mean, std (list, optional): normalise every image tensor; default none -> [0, 1].
-        seed (int | None): when set, item i (its degradation and flip) is a fixed function of (seed, i). Default 0
-            for ``phase: val|test``, None otherwise: fresh randomness on every draw, seeded from torch's RNG (reproducible under
-            basicsr's manual_seed).
+        seed (int | None): when set, item i (its degradation and flip) is a fixed function of (seed, i).
+            Default 0 for ``phase: val|test``, None otherwise: fresh randomness on every draw, seeded from torch's
+            RNG (reproducible under basicsr's manual_seed).
         dataroot_parsing (str | 'auto' | null): CelebAMask-HQ label maps ``<stem>.png``; 'auto' (default) uses a
             sibling ``parsing/`` folder when ``dataroot_gt`` is ``<split>/images``.
         meta_json (str | 'auto' | null): identities; 'auto' (default) uses ``<split>/meta.json``.

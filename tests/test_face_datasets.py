@@ -30,8 +30,8 @@ def make_split(root, names_ids, size=SIZE, seed=0):
     for k, (name, identity) in enumerate(names_ids):
         cv2.imwrite(osp.join(root, 'images', f'{name}.png'), smooth_image(size, seed + k))
         labels = np.zeros((size, size), np.uint8)
-        labels[:, : size // 2] = 2  # l_brow on the left half, r_brow (3) on the right
-        labels[:, size // 2:] = 3
+        labels[:, : size // 2] = 6  # l_brow on the left half, r_brow (7) on the right
+        labels[:, size // 2:] = 7
         labels[0, 0] = 17
         cv2.imwrite(osp.join(root, 'parsing', f'{name}.png'), labels)
         entries.append({'name': f'{name}.png', 'identity': identity})
@@ -114,7 +114,7 @@ def test_hflip_swaps_left_right_parsing(toy):
         if torch.allclose(item['gt'], img.flip(-1)) and not torch.allclose(item['gt'], img):
             seen_flip = True
             # the left half becomes the right half and left-brow labels become right-brow labels
-            assert (item['gt_parsing'][:, : SIZE // 2] == 2).all() and item['gt_parsing'][0, -1] == 17
+            assert (item['gt_parsing'][:, : SIZE // 2] == 6).all() and item['gt_parsing'][0, -1] == 17
         else:
             assert torch.allclose(item['gt'], img) and item['gt_parsing'][0, 0] == 17
     assert seen_flip

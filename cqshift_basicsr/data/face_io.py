@@ -27,10 +27,11 @@ __all__ = [
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 # CelebAMask-HQ label order (as facexlib's ParseNet / PSFRGAN use it).
-CELEBAMASK_HQ_CLASSES = ('background', 'skin', 'l_brow', 'r_brow', 'l_eye', 'r_eye', 'eye_g', 'l_ear', 'r_ear',
-                         'ear_r', 'nose', 'mouth', 'u_lip', 'l_lip', 'neck', 'neck_l', 'cloth', 'hair', 'hat')
-# A horizontal flip turns a left brow/eye/ear into a right one: these labels swap.
-CELEBAMASK_HQ_FLIP_PAIRS = ((2, 3), (4, 5), (7, 8))
+# CelebAMask-HQ's 19 classes in the order facexlib's ParseNet (and PSFRGAN) predict them; the toy faces use it too.
+CELEBAMASK_HQ_CLASSES = ('background', 'skin', 'nose', 'eye_g', 'l_eye', 'r_eye', 'l_brow', 'r_brow', 'l_ear', 'r_ear',
+                         'mouth', 'u_lip', 'l_lip', 'hair', 'hat', 'ear_r', 'neck_l', 'neck', 'cloth')
+# A horizontal flip turns a left eye/brow/ear into a right one: these labels swap.
+CELEBAMASK_HQ_FLIP_PAIRS = ((4, 5), (6, 7), (8, 9))
 _BACKGROUNDS = {'white': 255.0, 'black': 0.0}
 
 

@@ -130,3 +130,21 @@ def test_bad_options_are_clear_errors():
         FaceDegradation('severe', blur_kernel_size=20)
     with pytest.raises(ValueError, match='downsample'):
         FaceDegradation('mild', downsample='nearest')
+
+
+def test_a_list_of_levels_mixes_them_per_image():
+    from cqshift_basicsr.data.degradations import MixedFaceDegradation
+    mixed = FaceDegradation.from_opt({'level': ['mild', 'moderate', 'severe'], 'scale': 4})
+    assert isinstance(mixed, MixedFaceDegradation) and mixed.scale == 4
+    img = np.full((64, 64, 3), 128, np.uint8)
+    rng = np.random.default_rng(0)
+    chosen = set()
+    for _ in range(30):
+        small, lq, params = mixed(img, rng)
+        assert small.shape == (16, 16, 3) and lq.shape == (64, 64, 3)
+        chosen.add(params['level_index'])
+        if params['level_index'] == 0:
+            assert 90 <= params['jpeg_quality'] <= 95 and params['noise_sigma'] == 0
+        else:
+            assert params['noise_sigma'] > 0
+    assert chosen == {0, 1, 2}

@@ -151,13 +151,19 @@ class FaceDegradation:
 
     @classmethod
     def from_opt(cls, opt):
-        """Build from an option dict such as ``{level: severe, noise_sigma: [5, 10]}`` (unknown keys are errors)."""
+        """Build from an option dict such as ``{level: severe, noise_sigma: [5, 10]}`` (unknown keys are errors).
+
+        A list of levels (``{level: [mild, moderate, severe], scale: 4}``) gives a :class:`MixedFaceDegradation`
+        that picks one level per image; the explicit options apply to every level."""
         opt = dict(opt or {})
         unknown = set(opt) - {'level', *DEGRADATION_OPTION_NAMES}
         if unknown:
             raise ValueError(f'Unknown degradation option(s) {sorted(unknown)}; '
                              f'allowed: level, {", ".join(DEGRADATION_OPTION_NAMES)}.')
-        return cls(opt.pop('level', None), **opt)
+        level = opt.pop('level', None)
+        if isinstance(level, (list, tuple)):
+            return MixedFaceDegradation([cls(one, **opt) for one in level])
+        return cls(level, **opt)
 
     def settings(self):
         """The effective options (level defaults merged with overrides), e.g. for a manifest."""
@@ -213,6 +219,30 @@ class FaceDegradation:
         if params['jpeg_quality'] > 0:
             small = jpeg_roundtrip(small, params['jpeg_quality'])
         lq = mmcv.imresize(small, (width, height), interpolation=self.upsample, backend='cv2')
+        return small, lq, params
+
+
+class MixedFaceDegradation:
+    """One of several :class:`FaceDegradation` per image, uniformly (an LQ set that mixes the paper's levels).
+
+    ``params`` gain ``level_index``, the position of the chosen level in the list."""
+
+    def __init__(self, degradations):
+        if not degradations or len({d.scale for d in degradations}) != 1:
+            raise ValueError('MixedFaceDegradation needs at least one degradation, all with the same scale.')
+        self.degradations = list(degradations)
+        self.scale = self.degradations[0].scale
+
+    def settings(self):
+        return dict(mixture=[d.settings() for d in self.degradations])
+
+    def check_size(self, height, width):
+        self.degradations[0].check_size(height, width)
+
+    def __call__(self, img, rng):
+        index = int(rng.integers(len(self.degradations)))
+        small, lq, params = self.degradations[index](img, rng)
+        params['level_index'] = index
         return small, lq, params
 
 

@@ -34,6 +34,8 @@ class CQShiftModel(FaceBaseModel):
         self.val_alphas = [float(a) for a in val_opt.get('alphas', [])]
         if self.is_train:
             self.init_training_settings()
+        else:
+            self.net_g.eval()
 
     def _assemble_from_stages(self):
         """A new CQShiftNet: G from the StyleGAN2 prior, E_L from the stage-1 E_H (E_L starts as E_H)."""

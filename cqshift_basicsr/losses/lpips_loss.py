@@ -1,0 +1,31 @@
+"""LPIPS as a training loss, built from the same local weights as the ``calculate_lpips`` metric."""
+from basicsr.utils.registry import LOSS_REGISTRY
+from torch import nn
+
+from cqshift_basicsr.metrics.lpips_metric import build_lpips_network
+
+__all__ = ['LPIPSLoss']
+
+
+@LOSS_REGISTRY.register()
+class LPIPSLoss(nn.Module):
+    """Mean LPIPS between two batches in [-1, 1]; the network is frozen (gradients flow to the inputs only).
+
+    ``backbone_path``: torchvision ImageNet weights of the trunk (e.g. ``alexnet-owt-7be5be79.pth``); nothing is
+    downloaded. ``lpips_path``: the linear layers (default: the file shipped in the lpips package).
+    """
+
+    def __init__(self, loss_weight=1.0, net='alex', backbone_path=None, lpips_path=None):
+        super().__init__()
+        self.loss_weight = loss_weight
+        self.lpips = build_lpips_network(net, backbone_path, lpips_path).eval()
+        for p in self.lpips.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.lpips.eval()  # a fixed metric network, also inside a training model
+        return self
+
+    def forward(self, pred, target):
+        return self.loss_weight * self.lpips(pred, target.detach(), normalize=False).mean()

@@ -3,8 +3,11 @@
 1. toy data (scripts/make_toy_faces.py) unless present;
 2. stage 0: the toy StyleGAN2 prior shipped in weights/ (``--train-prior`` retrains it with options/toy/…stage0);
 3. stage 1 (E_H) and stage 2 (the cross-quality shift) with cqshift_basicsr/train.py;
-4. cqshift_basicsr/test.py on held-out toy faces at the three degradation levels, with an alpha sweep;
-5. demo_output/: an alpha-sweep contact sheet and the results table (Markdown + JSON).
+4. cqshift_basicsr/test.py on held-out toy faces at the three degradation levels, with an alpha sweep, and
+   demo_output/: an alpha-sweep contact sheet and the results table (Markdown + JSON);
+5. the toy-domain ArcFace (identity metric) and ParseNet (PSFRGAN's parser), trained on toy identities/parsing;
+6. the GFPGAN and PSFRGAN baselines at demo size, through the same train.py;
+7. scripts/benchmark.py: every method × level × metric on the same test faces, sizes, FLOPs and throughput.
 
 A stage whose final checkpoint exists is skipped (``--retrain`` redoes everything).
 """
@@ -27,6 +30,10 @@ from cqshift_basicsr.results import read_test_metrics  # noqa: E402
 
 TOY_DATA = osp.join(ROOT, 'datasets', 'toy_faces')
 PRIOR = osp.join(ROOT, 'weights', 'toy_stylegan2_64.pth')
+PRETRAINED = osp.join(ROOT, 'experiments', 'pretrained_models')
+TOY_ARCFACE = osp.join(PRETRAINED, 'toy_arcface.pth')
+TOY_ARCFACE_OPT = '{"block": "IRBlock", "layers": [1, 1, 1, 1], "use_se": false}'
+TOY_PARSENET = osp.join(PRETRAINED, 'toy_parsenet.pth')
 OPTIONS = osp.join(ROOT, 'options', 'toy')
 LEVELS = ('mild', 'moderate', 'severe')
 SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
@@ -39,13 +46,16 @@ def banner(text):
 
 def run(script, option_file, *extra):
     """Run train.py/test.py, echoing its progress lines; raise with the tail of its output on failure."""
-    cmd = [sys.executable, osp.join(ROOT, 'cqshift_basicsr', script), '-opt', option_file, *extra]
+    run_command([sys.executable, osp.join(ROOT, 'cqshift_basicsr', script), '-opt', option_file, *extra])
+
+
+def run_command(cmd, shown=SHOWN):
     env = dict(os.environ, CQSHIFT_ROOT=ROOT, PYTHONUNBUFFERED='1')
     tail = []
     with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             tail = (tail + [line])[-60:]
-            if any(key in line for key in SHOWN):
+            if any(key in line for key in shown):
                 print('   ', line.rstrip()[:160], flush=True)
     if proc.returncode != 0:
         raise SystemExit(f'{" ".join(cmd)} failed ({proc.returncode}):\n{"".join(tail)}')
@@ -112,11 +122,12 @@ def main():
     parser.add_argument('--train-prior', action='store_true', help='train the stage-0 toy StyleGAN2 instead of '
                         'using the shipped weights/toy_stylegan2_64.pth')
     parser.add_argument('--out', default=osp.join(ROOT, 'demo_output'))
+    parser.add_argument('--cqshift-only', action='store_true', help='stop after the CQShift results (steps 1-4)')
     args = parser.parse_args()
     start = time.time()
     os.makedirs(args.out, exist_ok=True)
 
-    banner('1/5 toy faces')
+    banner('1/7 toy faces')
     if osp.isfile(osp.join(TOY_DATA, 'test', 'meta.json')):
         print(f'    {TOY_DATA} exists')
     else:
@@ -124,7 +135,7 @@ def main():
         summary = make_toy_faces(TOY_DATA, size=64, seed=0, workers=2)
         print(f'    {summary["num_images"]} faces in {summary["seconds"]:.0f} s -> {TOY_DATA}')
 
-    banner('2/5 stage 0: toy StyleGAN2 prior')
+    banner('2/7 stage 0: toy StyleGAN2 prior')
     if args.train_prior or not osp.isfile(PRIOR):
         latest = train_stage('demo_stage0_toy_stylegan2', osp.join(OPTIONS, 'train_stage0_toy_stylegan2.yml'),
                              args.retrain or args.train_prior)
@@ -132,12 +143,12 @@ def main():
         export_prior(latest, PRIOR)
     print(f'    prior: {PRIOR}')
 
-    banner('3/5 stage 1: HQ encoder E_H')
+    banner('3/7 stage 1: HQ encoder E_H')
     train_stage('demo_stage1_toy_encoder', osp.join(OPTIONS, 'train_stage1_toy_encoder.yml'), args.retrain)
-    banner('4/5 stage 2: joint unpaired training of the cross-quality shift')
+    banner('3/7 stage 2: joint unpaired training of the cross-quality shift')
     train_stage('demo_stage2_toy_cqshift', osp.join(OPTIONS, 'train_stage2_toy_cqshift.yml'), args.retrain)
 
-    banner('5/5 test on held-out toy faces (mild, moderate, severe), alpha sweep')
+    banner('4/7 test on held-out toy faces (mild, moderate, severe), alpha sweep')
     results_dir = osp.join(ROOT, 'results', 'demo_test_toy_cqshift')
     shutil.rmtree(results_dir, ignore_errors=True)
     run('test.py', osp.join(OPTIONS, 'test_toy_cqshift.yml'))
@@ -148,9 +159,35 @@ def main():
         f.write(markdown + '\n')
     with open(osp.join(args.out, 'results.json'), 'w') as f:
         json.dump(table, f, indent=2)
-    banner(f'done in {(time.time() - start) / 60:.1f} min')
     print(markdown)
-    print(f'\nalpha-sweep contact sheet: {sheet}\ntables: {args.out}/results.md, results.json')
+    if args.cqshift_only:
+        banner(f'done in {(time.time() - start) / 60:.1f} min')
+        return
+
+    banner('5/7 toy-domain ArcFace (identity metric) and ParseNet (PSFRGAN parser)')
+    progress = ('[arcface]', '[parsenet]', 'Error', 'Traceback')
+    if args.retrain or not osp.isfile(TOY_ARCFACE):
+        run_command([sys.executable, osp.join(ROOT, 'scripts', 'train_toy_arcface.py'), '--data', TOY_DATA, '--out',
+                     TOY_ARCFACE, '--iters', '60', '--log-every', '20'], progress)
+    if args.retrain or not osp.isfile(TOY_PARSENET):
+        run_command([sys.executable, osp.join(ROOT, 'scripts', 'train_toy_parsenet.py'), '--data', TOY_DATA, '--out',
+                     TOY_PARSENET, '--in-size', '32', '--base-ch', '16', '--res-depth', '2', '--iters', '300',
+                     '--lr', '5e-4', '--log-every', '50'], progress)
+
+    banner('6/7 baselines at demo size: GFPGAN and PSFRGAN')
+    train_stage('demo_toy_gfpgan', osp.join(OPTIONS, 'train_toy_gfpgan.yml'), args.retrain)
+    train_stage('demo_toy_psfrgan', osp.join(OPTIONS, 'train_toy_psfrgan.yml'), args.retrain)
+
+    banner('7/7 benchmark: every method on the same toy test faces')
+    run_command([sys.executable, osp.join(ROOT, 'scripts', 'benchmark.py'),
+                 '--cqshift', osp.join(OPTIONS, 'test_toy_cqshift.yml'),
+                 '--gfpgan', osp.join(OPTIONS, 'test_toy_gfpgan.yml'),
+                 '--psfrgan', osp.join(OPTIONS, 'test_toy_psfrgan.yml'),
+                 '--arcface', TOY_ARCFACE, '--arcface-arch-opt', TOY_ARCFACE_OPT, '--identity-label', 'toy',
+                 '--out', osp.join(args.out, 'benchmark')], shown=('',))
+    banner(f'done in {(time.time() - start) / 60:.1f} min')
+    print(f'alpha-sweep contact sheet: {sheet}\nCQShift tables: {args.out}/results.md, results.json\n'
+          f'benchmark: {args.out}/benchmark/')
 
 
 if __name__ == '__main__':

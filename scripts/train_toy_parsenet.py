@@ -144,7 +144,7 @@ def validate(network, test_dir, in_size, degradations, seed):
 
 
 def train_toy_parsenet(data, out, in_size=32, iters=80, batch_size=16, lr=1e-3, img_loss_weight=1.0, scale=4,
-                       clean_prob=0.2, seed=0, amp='bf16', log_every=5, splits=('hq', 'lq')):
+                       clean_prob=0.2, seed=0, amp='bf16', log_every=5, splits=('hq', 'lq'), parsenet_opt=None):
     """Train, validate on ``<data>/test`` and save ``out`` + ``<out stem>.json``; returns the sidecar dict."""
     if in_size < 32:
         # The release's structure has 4 down steps: at in_size 16 the bottleneck is 1x1 and its reflect padding fails.
@@ -163,7 +163,8 @@ def train_toy_parsenet(data, out, in_size=32, iters=80, batch_size=16, lr=1e-3, 
           f'LQ levels {"/".join(LEVELS)} at x{scale} (clean {clean_prob:.0%}); {torch.get_num_threads()} threads; '
           f'amp {amp}', flush=True)
 
-    network = build_parsenet(in_size)
+    parsenet_opt = dict(parsenet_opt or {})  # e.g. a narrower net: {base_ch: 16, res_depth: 2}
+    network = build_parsenet(in_size, **parsenet_opt)
     optimizer = torch.optim.Adam(network.parameters(), lr=lr, betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(iters, 1), eta_min=lr * 0.05)
     use_amp = amp == 'bf16'
@@ -222,7 +223,7 @@ def train_toy_parsenet(data, out, in_size=32, iters=80, batch_size=16, lr=1e-3, 
     sidecar = {
         'weights': osp.basename(out),
         'in_size': in_size,
-        'parsenet': {'builder': 'cqshift_basicsr.archs.face_parsing.build_parsenet', 'in_size': in_size,
+        'parsenet': {'builder': 'cqshift_basicsr.archs.face_parsing.build_parsenet', 'in_size': in_size, **parsenet_opt,
                      'out_size': in_size, 'num_classes': NUM_PARSING_CLASSES, 'label_order': 'CelebAMask-HQ'},
         'input': 'RGB in [-1, 1], resized to in_size (bilinear, antialiased when shrinking) as parse_to_onehot does',
         'train': {'data': osp.abspath(data), 'splits': list(splits), 'num_images': len(images), 'image_size': size,
@@ -250,6 +251,8 @@ def main(argv=None):
     parser.add_argument('--iters', type=int, default=80)
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--lr', type=float, default=1e-3)
+    parser.add_argument('--base-ch', type=int, default=None, help="ParseNet's base_ch (facexlib default 64)")
+    parser.add_argument('--res-depth', type=int, default=None, help="ParseNet's res_depth (facexlib default 10)")
     parser.add_argument('--img-loss-weight', type=float, default=1.0, help='L1 weight of the image head')
     parser.add_argument('--scale', type=int, default=4, help='degradation downsampling factor')
     parser.add_argument('--clean-prob', type=float, default=0.2, help='fraction of training inputs left clean')
@@ -263,7 +266,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     train_toy_parsenet(args.data, args.out, in_size=args.in_size, iters=args.iters, batch_size=args.batch_size,
                        lr=args.lr, img_loss_weight=args.img_loss_weight, scale=args.scale, clean_prob=args.clean_prob,
-                       seed=args.seed, amp=args.amp, log_every=args.log_every)
+                       seed=args.seed, amp=args.amp, log_every=args.log_every,
+                       parsenet_opt={k: v for k, v in (('base_ch', args.base_ch), ('res_depth', args.res_depth)) if v})
     return 0
 
 

@@ -171,7 +171,7 @@ def main():
                      TOY_ARCFACE, '--iters', '60', '--log-every', '20'], progress)
     if args.retrain or not osp.isfile(TOY_PARSENET):
         run_command([sys.executable, osp.join(ROOT, 'scripts', 'train_toy_parsenet.py'), '--data', TOY_DATA, '--out',
-                     TOY_PARSENET, '--in-size', '32', '--base-ch', '16', '--res-depth', '2', '--iters', '300',
+                     TOY_PARSENET, '--in-size', '32', '--base-ch', '32', '--res-depth', '2', '--iters', '300',
                      '--lr', '5e-4', '--log-every', '50'], progress)
 
     banner('6/7 baselines at demo size: GFPGAN and PSFRGAN')

@@ -95,6 +95,15 @@ def test_stage1_trains_only_the_encoder_and_starts_at_the_mean_latent(weights):
     assert all(torch.equal(v, model.generator.state_dict()[k]) for k, v in generator_before.items())
 
 
+def test_ema_copies_batchnorm_statistics(weights):
+    model = build_model(stage1_opt(weights))
+    model.feed_data({'gt': batch()['hq']})
+    model.optimize_parameters(1)
+    bn, bn_ema = model.net_g.trunk.bn1, model.net_g_ema.trunk.bn1
+    assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    assert torch.equal(bn.running_mean, bn_ema.running_mean) and torch.equal(bn.running_var, bn_ema.running_var)
+
+
 def test_stage2_trains_only_el_edeg_and_the_global_shift(weights):
     model = build_model(stage2_opt(weights))
     net = model.net_g

@@ -133,6 +133,18 @@ class FaceBaseModel(BaseModel):
             self.net_g_ema.load_state_dict(self.get_bare_model(self.net_g).state_dict())
         set_requires_grad(self.net_g_ema, False)
 
+    @torch.no_grad()
+    def model_ema(self, decay=0.999):
+        """EMA of ``net_g``'s parameters into ``net_g_ema``; buffers (BatchNorm statistics, latent_avg) are copied.
+
+        basicsr's version averages parameters only, which leaves the EMA encoders' BatchNorm running statistics at
+        their initial values and breaks them in eval mode.
+        """
+        super().model_ema(decay)
+        ema_buffers = dict(self.net_g_ema.named_buffers())
+        for name, buffer in self.get_bare_model(self.net_g).named_buffers():
+            ema_buffers[name].copy_(buffer)
+
     # ------------------------------------------------------------------ GAN
     def discriminator_step(self, net_d, optimizer, cri_gan, real, fake, current_iter, tag, loss_dict):
         """One D update: ``cri_gan`` on real vs detached fake, plus lazy R1 every ``train.net_d_reg_every``

@@ -28,12 +28,10 @@ sys.path.insert(0, ROOT)
 
 from cqshift_basicsr.results import read_test_metrics  # noqa: E402
 
-TOY_DATA = osp.join(ROOT, 'datasets', 'toy_faces')
 PRIOR = osp.join(ROOT, 'weights', 'toy_stylegan2_64.pth')
-PRETRAINED = osp.join(ROOT, 'experiments', 'pretrained_models')
-TOY_ARCFACE = osp.join(PRETRAINED, 'toy_arcface.pth')
 TOY_ARCFACE_OPT = '{"block": "IRBlock", "layers": [1, 1, 1, 1], "use_se": false}'
-TOY_PARSENET = osp.join(PRETRAINED, 'toy_parsenet.pth')
+WORK = ROOT  # where datasets/, experiments/ and results/ go (--workdir)
+SMOKE = []  # extra --force_yml settings of a --smoke run
 OPTIONS = osp.join(ROOT, 'options', 'toy')
 LEVELS = ('mild', 'moderate', 'severe')
 SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
@@ -44,15 +42,19 @@ def banner(text):
     print(f'\n=== {text} [{time.strftime("%H:%M:%S")}]', flush=True)
 
 
+def work(*parts):
+    return osp.join(WORK, *parts)
+
+
 def run(script, option_file, *extra):
     """Run train.py/test.py, echoing its progress lines; raise with the tail of its output on failure."""
     run_command([sys.executable, osp.join(ROOT, 'cqshift_basicsr', script), '-opt', option_file, *extra])
 
 
 def run_command(cmd, shown=SHOWN):
-    env = dict(os.environ, CQSHIFT_ROOT=ROOT, PYTHONUNBUFFERED='1')
+    env = dict(os.environ, CQSHIFT_ROOT=WORK, PYTHONUNBUFFERED='1')
     tail = []
-    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+    with subprocess.Popen(cmd, cwd=WORK, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             tail = (tail + [line])[-60:]
             if any(key in line for key in shown):
@@ -62,13 +64,13 @@ def run_command(cmd, shown=SHOWN):
 
 
 def train_stage(name, option_file, retrain):
-    latest = osp.join(ROOT, 'experiments', name, 'models', 'net_g_latest.pth')
+    latest = work('experiments', name, 'models', 'net_g_latest.pth')
     if osp.isfile(latest) and not retrain:
         print(f'    {latest} exists: skipped (use --retrain to redo)')
         return latest
     if retrain:
-        shutil.rmtree(osp.join(ROOT, 'experiments', name), ignore_errors=True)
-    run('train.py', option_file)
+        shutil.rmtree(work('experiments', name), ignore_errors=True)
+    run('train.py', option_file, *(['--force_yml', *SMOKE] if SMOKE else []))
     return latest
 
 
@@ -84,7 +86,7 @@ def contact_sheet(results_dir, out_path, faces_per_level=3, cell=128):
                 path = osp.join(folder, f'{name}{suffix}_demo_test_toy_cqshift.png')
                 return cv2.imread(path)
             tiles = [load('@input')] + [load('' if a == 1.0 else f'@a{a:g}') for a in SWEEP]
-            tiles.append(cv2.imread(osp.join(TOY_DATA, 'test', 'images', f'{name}.png')))
+            tiles.append(cv2.imread(work('datasets', 'toy_faces', 'test', 'images', f'{name}.png')))
             tiles = [cv2.resize(t, (cell, cell), interpolation=cv2.INTER_NEAREST) for t in tiles]
             label = np.full((cell, 90, 3), 255, np.uint8)
             cv2.putText(label, level, (5, cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
@@ -121,19 +123,33 @@ def main():
     parser.add_argument('--retrain', action='store_true', help='redo every stage even if its checkpoint exists')
     parser.add_argument('--train-prior', action='store_true', help='train the stage-0 toy StyleGAN2 instead of '
                         'using the shipped weights/toy_stylegan2_64.pth')
-    parser.add_argument('--out', default=osp.join(ROOT, 'demo_output'))
+    parser.add_argument('--out', default=None, help='default: <workdir>/demo_output')
+    parser.add_argument('--workdir', default=ROOT, help='folder for datasets/, experiments/, results/ (default: '
+                        'the repository)')
+    parser.add_argument('--smoke', action='store_true', help='a few iterations per stage: checks the pipeline only')
     parser.add_argument('--cqshift-only', action='store_true', help='stop after the CQShift results (steps 1-4)')
     args = parser.parse_args()
+    global WORK
+    WORK = osp.abspath(args.workdir)
+    args.out = osp.abspath(args.out or work('demo_output'))
+    if WORK != ROOT:  # option files name weights/ relative to the working directory
+        os.makedirs(WORK, exist_ok=True)
+        if not osp.exists(work('weights')):
+            os.symlink(osp.join(ROOT, 'weights'), work('weights'))
+    if args.smoke:
+        SMOKE.extend(['train:total_iter=4', 'val:val_freq=4', 'logger:save_checkpoint_freq=4', 'logger:print_freq=2'])
+    toy_data, pretrained = work('datasets', 'toy_faces'), work('experiments', 'pretrained_models')
+    toy_arcface, toy_parsenet = osp.join(pretrained, 'toy_arcface.pth'), osp.join(pretrained, 'toy_parsenet.pth')
     start = time.time()
     os.makedirs(args.out, exist_ok=True)
 
     banner('1/7 toy faces')
-    if osp.isfile(osp.join(TOY_DATA, 'test', 'meta.json')):
-        print(f'    {TOY_DATA} exists')
+    if osp.isfile(osp.join(toy_data, 'test', 'meta.json')):
+        print(f'    {toy_data} exists')
     else:
         from scripts.make_toy_faces import make_toy_faces
-        summary = make_toy_faces(TOY_DATA, size=64, seed=0, workers=2)
-        print(f'    {summary["num_images"]} faces in {summary["seconds"]:.0f} s -> {TOY_DATA}')
+        summary = make_toy_faces(toy_data, size=64, seed=0, workers=2)
+        print(f'    {summary["num_images"]} faces in {summary["seconds"]:.0f} s -> {toy_data}')
 
     banner('2/7 stage 0: toy StyleGAN2 prior')
     if args.train_prior or not osp.isfile(PRIOR):
@@ -149,7 +165,7 @@ def main():
     train_stage('demo_stage2_toy_cqshift', osp.join(OPTIONS, 'train_stage2_toy_cqshift.yml'), args.retrain)
 
     banner('4/7 test on held-out toy faces (mild, moderate, severe), alpha sweep')
-    results_dir = osp.join(ROOT, 'results', 'demo_test_toy_cqshift')
+    results_dir = work('results', 'demo_test_toy_cqshift')
     shutil.rmtree(results_dir, ignore_errors=True)
     run('test.py', osp.join(OPTIONS, 'test_toy_cqshift.yml'))
     markdown, table = results_table(read_test_metrics(results_dir))
@@ -166,13 +182,13 @@ def main():
 
     banner('5/7 toy-domain ArcFace (identity metric) and ParseNet (PSFRGAN parser)')
     progress = ('[arcface]', '[parsenet]', 'Error', 'Traceback')
-    if args.retrain or not osp.isfile(TOY_ARCFACE):
-        run_command([sys.executable, osp.join(ROOT, 'scripts', 'train_toy_arcface.py'), '--data', TOY_DATA, '--out',
-                     TOY_ARCFACE, '--iters', '60', '--log-every', '20'], progress)
-    if args.retrain or not osp.isfile(TOY_PARSENET):
-        run_command([sys.executable, osp.join(ROOT, 'scripts', 'train_toy_parsenet.py'), '--data', TOY_DATA, '--out',
-                     TOY_PARSENET, '--in-size', '32', '--base-ch', '32', '--res-depth', '2', '--iters', '300',
-                     '--lr', '5e-4', '--log-every', '50'], progress)
+    if args.retrain or not osp.isfile(toy_arcface):
+        run_command([sys.executable, osp.join(ROOT, 'scripts', 'train_toy_arcface.py'), '--data', toy_data, '--out',
+                     toy_arcface, '--iters', '3' if args.smoke else '60', '--log-every', '20'], progress)
+    if args.retrain or not osp.isfile(toy_parsenet):
+        run_command([sys.executable, osp.join(ROOT, 'scripts', 'train_toy_parsenet.py'), '--data', toy_data, '--out',
+                     toy_parsenet, '--in-size', '32', '--base-ch', '32', '--res-depth', '2', '--iters',
+                     '3' if args.smoke else '300', '--lr', '5e-4', '--log-every', '50'], progress)
 
     banner('6/7 baselines at demo size: GFPGAN and PSFRGAN')
     train_stage('demo_toy_gfpgan', osp.join(OPTIONS, 'train_toy_gfpgan.yml'), args.retrain)
@@ -183,7 +199,7 @@ def main():
                  '--cqshift', osp.join(OPTIONS, 'test_toy_cqshift.yml'),
                  '--gfpgan', osp.join(OPTIONS, 'test_toy_gfpgan.yml'),
                  '--psfrgan', osp.join(OPTIONS, 'test_toy_psfrgan.yml'),
-                 '--arcface', TOY_ARCFACE, '--arcface-arch-opt', TOY_ARCFACE_OPT, '--identity-label', 'toy',
+                 '--arcface', toy_arcface, '--arcface-arch-opt', TOY_ARCFACE_OPT, '--identity-label', 'toy',
                  '--out', osp.join(args.out, 'benchmark')], shown=('',))
     banner(f'done in {(time.time() - start) / 60:.1f} min')
     print(f'alpha-sweep contact sheet: {sheet}\nCQShift tables: {args.out}/results.md, results.json\n'

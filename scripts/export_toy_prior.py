@@ -5,6 +5,7 @@
 """
 import argparse
 import os
+import re
 import os.path as osp
 
 import torch
@@ -13,10 +14,18 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 
 
 def export_prior(checkpoint, output):
+    """Save the EMA generator with its noise-injection strengths set to zero.
+
+    The restorer decodes with fixed noise maps (deterministic output); on the toy prior their learned strengths
+    stamp the same speckle texture on every face, while without them the faces are clean.
+    """
     # a BasicSR checkpoint of our own training: state dicts only
-    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)['params_ema']
+    for key, value in state.items():
+        if re.fullmatch(r'style_conv1\.weight|style_convs\.\d+\.weight', key):  # NoiseInjection strengths
+            value.zero_()
     os.makedirs(osp.dirname(osp.abspath(output)), exist_ok=True)
-    torch.save({'params_ema': state['params_ema']}, output)
+    torch.save({'params_ema': state}, output)
     print(f'    exported {checkpoint} [params_ema] -> {output}')
 
 

@@ -43,7 +43,7 @@ def basicsr_vgg_weights_file(vgg_type='vgg19'):
     """The local file basicsr's ``VGGFeatureExtractor`` would load for ``vgg_type`` without downloading, or None.
 
     basicsr loads ``vgg_arch.VGG_PRETRAIN_PATH`` (vgg19 only, relative to the working directory) if it exists, else
-    calls torchvision with ``pretrained=True``, which reads the hub cache before it would download."""
+    asks torchvision for its ImageNet weights, which reads the hub cache before it would download."""
     if os.path.exists(vgg_arch.VGG_PRETRAIN_PATH):
         return vgg_arch.VGG_PRETRAIN_PATH
     cached = os.path.join(torch.hub.get_dir(), 'checkpoints', _TORCHVISION_VGG_FILES.get(vgg_type, f'{vgg_type}.pth'))

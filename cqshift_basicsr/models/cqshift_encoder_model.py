@@ -83,10 +83,3 @@ class CQShiftEncoderModel(FaceBaseModel):
         _, out = self.invert(encoder, self.gt)
         encoder.train(was_training)
         return {'': to_unit(out)}
-
-    def save(self, epoch, current_iter):
-        if hasattr(self, 'net_g_ema'):
-            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
-        else:
-            self.save_network(self.net_g, 'net_g', current_iter)
-        self.save_training_state(epoch, current_iter)

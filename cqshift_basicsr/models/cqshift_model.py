@@ -174,13 +174,9 @@ class CQShiftModel(FaceBaseModel):
         return outputs
 
     def save(self, epoch, current_iter):
-        if hasattr(self, 'net_g_ema'):
-            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
-        else:
-            self.save_network(self.net_g, 'net_g', current_iter)
-        self.save_network(self.net_d_h, 'net_d_h', current_iter)
+        extra = [(self.net_d_h, 'net_d_h')]
         if self.upper_branch:
-            self.save_network(self.net_d_l, 'net_d_l', current_iter)
+            extra.append((self.net_d_l, 'net_d_l'))
         if self.finetune_eh:
-            self.save_network(self.net_eh, 'net_eh', current_iter)
-        self.save_training_state(epoch, current_iter)
+            extra.append((self.net_eh, 'net_eh'))
+        super().save(epoch, current_iter, *extra)

@@ -145,6 +145,17 @@ class FaceBaseModel(BaseModel):
         for name, buffer in self.get_bare_model(self.net_g).named_buffers():
             ema_buffers[name].copy_(buffer)
 
+    def save(self, epoch, current_iter, *extra_networks):
+        """Save ``net_g`` (with ``params_ema`` when EMA is on), the ``(net, label)`` pairs given, and the training
+        state (every network a resume needs; frozen ones keep their pretrained files)."""
+        if hasattr(self, 'net_g_ema'):
+            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
+        else:
+            self.save_network(self.net_g, 'net_g', current_iter)
+        for net, label in extra_networks:
+            self.save_network(net, label, current_iter)
+        self.save_training_state(epoch, current_iter)
+
     # ------------------------------------------------------------------ GAN
     def discriminator_step(self, net_d, optimizer, cri_gan, real, fake, current_iter, tag, loss_dict):
         """One D update: ``cri_gan`` on real vs detached fake, plus lazy R1 every ``train.net_d_reg_every``

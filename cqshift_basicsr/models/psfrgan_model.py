@@ -131,10 +131,4 @@ class PSFRGANModel(FaceBaseModel):
         return {'': self.output}
 
     def save(self, epoch, current_iter):
-        if hasattr(self, 'net_g_ema'):
-            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
-        else:
-            self.save_network(self.net_g, 'net_g', current_iter)
-        if hasattr(self, 'net_d'):
-            self.save_network(self.net_d, 'net_d', current_iter)
-        self.save_training_state(epoch, current_iter)
+        super().save(epoch, current_iter, *([(self.net_d, 'net_d')] if hasattr(self, 'net_d') else []))

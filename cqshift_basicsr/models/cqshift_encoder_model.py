@@ -38,9 +38,7 @@ class CQShiftEncoderModel(FaceBaseModel):
 
     def init_training_settings(self):
         self.net_g.train()
-        self.ema_decay = self.opt['train'].get('ema_decay', 0)
-        if self.ema_decay > 0:
-            self.init_ema()
+        self.setup_ema()
         self.cri = self.build_losses('pixel', 'lpips', 'identity', 'wnorm')
         if not self.cri:
             raise ValueError('CQShiftEncoderModel: give at least one of train.pixel_opt, lpips_opt, identity_opt.')
@@ -71,15 +69,10 @@ class CQShiftEncoderModel(FaceBaseModel):
         self.sync_gradients(self.net_g)
         self.optimizer_g.step()
         losses['l_total'] = total
-        self.log_dict = self.reduce_loss_dict({k: v.detach() for k, v in losses.items()})
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        self.finish_step(losses)
 
     @torch.no_grad()
     def test_outputs(self):
-        encoder = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
-        was_training = encoder.training
-        encoder.eval()
-        _, out = self.invert(encoder, self.gt)
-        encoder.train(was_training)
+        with self.inference_network() as encoder:
+            _, out = self.invert(encoder, self.gt)
         return {'': to_unit(out)}

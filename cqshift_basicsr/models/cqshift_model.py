@@ -65,9 +65,7 @@ class CQShiftModel(FaceBaseModel):
         if self.upper_branch:
             self.net_d_l = self.build_subnet('d_l')
             self.load_pretrained(self.net_d_l, 'd_l')
-        self.ema_decay = train_opt.get('ema_decay', 0)
-        if self.ema_decay > 0:
-            self.init_ema()
+        self.setup_ema()
 
         self.cri = self.build_losses('gan', 'gan_l', 'down', 'recon', 'cycle', 'cycle_latent', 'shift_reg', 'wnorm',
                                      'lpips', 'identity')
@@ -151,21 +149,16 @@ class CQShiftModel(FaceBaseModel):
             self.discriminator_step(self.net_d_l, self.optimizer_d_l, self.cri_gan_l, x_l, synthetic_lq, current_iter,
                                     'd_l', losses)
         losses['l_g_total'] = total
-        self.log_dict = self.reduce_loss_dict({k: v.detach() for k, v in losses.items()})
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        self.finish_step(losses)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def test_outputs(self):
         """The restoration at ``val.alpha`` (suffix ''), at each other alpha of ``val.alphas`` ('@a<alpha>') from
         one encoding, and the (bicubic-upsampled) LQ input itself ('@input') when ``val.report_input``."""
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
-        was_training = net.training
-        net.eval()
         alphas = [self.val_alpha] + [a for a in self.val_alphas if a != self.val_alpha]
-        sweep = net.alpha_sweep(to_signed(self.lq), alphas)
-        net.train(was_training)
+        with self.inference_network() as net:
+            sweep = net.alpha_sweep(to_signed(self.lq), alphas)
         outputs = {'': to_unit(sweep[0])}
         outputs.update({f'@a{a:g}': to_unit(img) for a, img in zip(alphas[1:], sweep[1:])})
         if self.opt['val'].get('report_input', False):

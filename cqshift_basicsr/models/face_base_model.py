@@ -3,6 +3,7 @@ checked weight loading, optimizers, a GAN discriminator step with lazy R1, EMA a
 reports metrics for several outputs of one input (e.g. several alphas) with basicsr's metric registry."""
 import os
 from collections import OrderedDict
+from contextlib import contextmanager
 from copy import deepcopy
 from os import path as osp
 
@@ -123,6 +124,29 @@ class FaceBaseModel(BaseModel):
         train_opt = self.opt['train']
         return {n: build_loss(deepcopy(train_opt[f'{n}_opt'])).to(self.device) for n in names
                 if train_opt.get(f'{n}_opt')}
+
+    def setup_ema(self):
+        """``train.ema_decay`` > 0 turns on ``net_g_ema`` (see :meth:`init_ema`); 0 (default) leaves it off."""
+        self.ema_decay = self.opt['train'].get('ema_decay', 0)
+        if self.ema_decay > 0:
+            self.init_ema()
+
+    def finish_step(self, losses):
+        """End of an iteration: log the (rank-averaged) losses and update the EMA generator when it is on."""
+        self.log_dict = self.reduce_loss_dict({k: v.detach() for k, v in losses.items()})
+        if getattr(self, 'ema_decay', 0) > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    @contextmanager
+    def inference_network(self):
+        """``net_g_ema`` when there is one, else ``net_g``, in eval mode for the block; its mode is restored after."""
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        try:
+            yield net
+        finally:
+            net.train(was_training)
 
     def init_ema(self):
         """``net_g_ema`` as an exact copy of ``net_g`` (buffers too), or loaded from ``params_ema``."""

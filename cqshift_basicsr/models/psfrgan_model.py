@@ -55,9 +55,7 @@ class PSFRGANModel(FaceBaseModel):
             raise ValueError('PSFRGANModel needs at least one of train.pixel_opt, style_opt, fm_opt, gan_opt.')
         if 'fm' in self.cri and 'gan' not in self.cri:
             raise ValueError('PSFRGANModel: fm_opt needs gan_opt (feature matching uses the trained discriminator).')
-        self.ema_decay = train_opt.get('ema_decay', 0)
-        if self.ema_decay > 0:
-            self.init_ema()
+        self.setup_ema()
         self.optimizer_g = self.build_optimizer('g', [p for p in self.net_g.parameters() if p.requires_grad])
         if 'gan' in self.cri:
             self.net_d = self.build_subnet('d')
@@ -112,22 +110,20 @@ class PSFRGANModel(FaceBaseModel):
         if 'gan' in self.cri:
             self.discriminator_step(self.net_d, self.optimizer_d, self.cri['gan'], real, fake, current_iter, 'd',
                                     losses)
-        self.log_dict = self.reduce_loss_dict({k: v.detach() for k, v in losses.items()})
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
-            # model_ema averages parameters only; the EMA copy (always eval) needs the power-iteration vectors
-            sync_spectral_norm_vectors(self.net_g_ema, self.get_bare_model(self.net_g))
+        self.finish_step(losses)
+
+    def model_ema(self, decay=0.999):
+        super().model_ema(decay)
+        # the EMA copy (always eval) needs the generator's spectral-norm power-iteration vectors
+        sync_spectral_norm_vectors(self.net_g_ema, self.get_bare_model(self.net_g))
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def test_outputs(self):
         """``{'': restoration}`` (RGB [0, 1]) from the EMA generator when there is one."""
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
-        was_training = net.training
-        net.eval()
         lq = to_signed(self.lq)
-        self.output = to_unit(net(lq, self.parser(lq)))
-        net.train(was_training)
+        with self.inference_network() as net:
+            self.output = to_unit(net(lq, self.parser(lq)))
         return {'': self.output}
 
     def save(self, epoch, current_iter):

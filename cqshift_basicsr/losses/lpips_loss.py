@@ -11,14 +11,19 @@ __all__ = ['LPIPSLoss']
 class LPIPSLoss(nn.Module):
     """Mean LPIPS between two batches in [-1, 1]; the network is frozen (gradients flow to the inputs only).
 
-    ``backbone_path``: torchvision ImageNet weights of the trunk (e.g. ``alexnet-owt-7be5be79.pth``); nothing is
-    downloaded. ``lpips_path``: the linear layers (default: the file shipped in the lpips package).
+    Weights, as for ``calculate_lpips`` (nothing is downloaded): ``model_path``, the complete LPIPS state dict
+    (default: ``experiments/pretrained_models/lpips_<net>_v0.1.pth`` under the project root, written by
+    ``cqshift-convert-lpips``); or ``backbone_path``, torchvision ImageNet weights of the trunk (e.g.
+    ``alexnet-owt-7be5be79.pth``) with ``lpips_path``, the linear layers (default: the file shipped in the lpips
+    package).
     """
 
-    def __init__(self, loss_weight=1.0, net='alex', backbone_path=None, lpips_path=None):
+    def __init__(self, loss_weight=1.0, net='alex', model_path=None, backbone_path=None, lpips_path=None,
+                 version='0.1'):
         super().__init__()
         self.loss_weight = loss_weight
-        self.lpips = build_lpips_network(net, backbone_path, lpips_path).eval()
+        self.lpips = build_lpips_network(net, backbone_path, lpips_path, version, model_path=model_path,
+                                         owner='LPIPSLoss').eval()
         for p in self.lpips.parameters():
             p.requires_grad_(False)
 

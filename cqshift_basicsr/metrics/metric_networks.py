@@ -75,8 +75,8 @@ def require_weights_file(path, option, metric, how_to_obtain):
         return os.path.abspath(os.path.expanduser(os.fspath(path)))
     state = 'is not set' if path is None else 'names no existing file'
     raise FileNotFoundError(f'{metric}: option `{option}` {state} (got {path!r}). It must point to a local copy of '
-                            f'{how_to_obtain}. Metric weights are never downloaded: set `{option}` in the metric '
-                            f'section of val.metrics.')
+                            f'{how_to_obtain}. Weights are never downloaded: set `{option}` in the YAML section of '
+                            f'{metric}.')
 
 
 def load_state_dict_file(path, option='weights'):

@@ -1,4 +1,5 @@
-"""scripts/make_testset.py: layout, manifest, determinism, LQ sizes per level, and the train/test leakage refusal."""
+"""The test-set builder (cqshift_basicsr.evaluation.testset, scripts/make_testset.py): layout, manifest, determinism,
+LQ sizes per level and --scale, the train/test leakage refusal, and reading a test set back."""
 import hashlib
 import json
 import os
@@ -8,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scripts.make_testset import main, make_testset, pixel_sha256
+from cqshift_basicsr.evaluation.testset import main, make_testset, pixel_sha256, read_testset
 
 
 @pytest.fixture(scope='module')
@@ -94,3 +95,19 @@ def test_rejects_non_square_input(tmp_path):
     cv2.imwrite(str(folder / 'wide.png'), np.zeros((32, 48, 3), np.uint8))
     with pytest.raises(ValueError, match='not square'):
         make_testset(str(folder), str(tmp_path / 'out'), size=32)
+
+
+def test_scale_option_and_read_back(faces, tmp_path):
+    """--scale replaces every level's factor (the toy faces use x4); read_testset checks the folders it lists."""
+    images, _ = faces
+    out = tmp_path / 'x4'
+    assert main(['--input', images, '--out', str(out), '--size', '64', '--scale', '4', '--limit', '1']) == 0
+    manifest = read_testset(str(out))
+    assert {lv: s['scale'] for lv, s in manifest['levels'].items()} == {'mild': 4, 'moderate': 4, 'severe': 4}
+    name = manifest['images'][0]['name']
+    assert cv2.imread(str(out / 'severe' / 'lq' / f'{name}.png')).shape == (16, 16, 3)
+    shutil.rmtree(out / 'moderate' / 'lq_up')
+    with pytest.raises(FileNotFoundError, match='moderate/lq_up'):
+        read_testset(str(out))
+    with pytest.raises(FileNotFoundError, match='no manifest.json'):
+        read_testset(str(tmp_path))

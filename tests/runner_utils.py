@@ -82,3 +82,62 @@ def srmodel_options(name, gt_dir, lq_dir, total_iter=4, save_freq=2):
 def read_train_log(exp_dir):
     logs = sorted(f for f in os.listdir(exp_dir) if f.startswith('train_') and f.endswith('.log'))
     return [open(os.path.join(exp_dir, f)).read() for f in logs]
+
+
+# ---------------------------------------------------------------------------------------------------- face test runs
+FACE_SIZE = 64  # the toy faces' size
+HALF = [0.5, 0.5, 0.5]
+# Tiny random-weight generators of the three methods at FACE_SIZE (seconds per test run on CPU).
+TINY_NETWORKS = {
+    'cqshift': dict(type='CQShiftNet', out_size=FACE_SIZE, num_style_feat=32, num_mlp=2, channel_multiplier=1,
+                    narrow=0.03125, latent_type='w', encoder_depth=18, encoder_base_channels=8, deg_base_channels=8),
+    'gfpgan': dict(type='GFPGANv1Clean', out_size=FACE_SIZE, num_style_feat=16, channel_multiplier=1, num_mlp=2,
+                   narrow=0.0625, decoder_load_path=None, fix_decoder=True, input_is_latent=True, different_w=True,
+                   sft_half=True),
+    'psfrgan': dict(type='PSFRGANGenerator', out_size=FACE_SIZE, max_channels=32, min_channels=8, spade_hidden=8),
+}
+MODEL_TYPES = {'cqshift': 'CQShiftModel', 'gfpgan': 'GFPGANModel', 'psfrgan': 'PSFRGANModel'}
+PSNR_SSIM = dict(psnr=dict(type='calculate_psnr', crop_border=0, test_y_channel=False),
+                 ssim=dict(type='calculate_ssim', crop_border=0, test_y_channel=False))
+
+
+def save_tiny_checkpoints(folder, seed=0):
+    """``{method: checkpoint}`` of the tiny networks (random weights), plus ``'parsenet'`` for PSFRGAN's parser."""
+    import torch
+    from basicsr.archs import build_network
+
+    from cqshift_basicsr.archs.face_parsing import build_parsenet
+    torch.manual_seed(seed)
+    paths = {}
+    for method, options in TINY_NETWORKS.items():
+        paths[method] = os.path.join(folder, f'tiny_{method}.pth')
+        torch.save({'params': build_network(dict(options)).state_dict()}, paths[method])
+    paths['parsenet'] = os.path.join(folder, 'tiny_parsenet.pth')
+    torch.save({'params': build_parsenet(32).state_dict()}, paths['parsenet'])
+    return paths
+
+
+def face_test_options(method, name, datasets, checkpoints, metrics=None):
+    """Test options of one method with its tiny network: ``datasets`` is ``{key: dataset options}`` (GFPGAN's get
+    the [-1, 1] normalisation it expects); CQShift sweeps alphas 0 and 0.5 and reports the input."""
+    if method == 'gfpgan':
+        datasets = {key: dict(d, mean=HALF, std=HALF) for key, d in datasets.items()}
+    opt = dict(name=name, model_type=MODEL_TYPES[method], num_gpu=0, manual_seed=0, datasets=datasets,
+               network_g=dict(TINY_NETWORKS[method]),
+               path=dict(pretrain_network_g=checkpoints[method], param_key_g='params', strict_load_g=True),
+               val=dict(save_img=False, suffix=None, metrics=dict(metrics or PSNR_SSIM)))
+    if method == 'cqshift':
+        opt['val'].update(alpha=1.0, alphas=[0.0, 0.5], report_input=True)
+    if method == 'psfrgan':
+        opt['network_parsing'] = {'in_size': 32}
+        opt['path']['pretrain_network_parsing'] = checkpoints['parsenet']
+    return opt
+
+
+def degraded_dataset(name, images, level, meta_info_file=None):
+    """A ``DegradedFaceDataset`` test set (LQ made on the fly from a fixed seed, toy scale x4)."""
+    dataset = dict(name=name, type='DegradedFaceDataset', dataroot_gt=images, io_backend={'type': 'disk'},
+                   degradation={'level': level, 'scale': 4}, seed=0)
+    if meta_info_file:
+        dataset['meta_info_file'] = str(meta_info_file)
+    return dataset

@@ -17,6 +17,8 @@ from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from tqdm import tqdm
 
+from cqshift_basicsr.results import records_test_metrics
+
 __all__ = ['FaceBaseModel', 'set_requires_grad', 'to_signed', 'to_unit']
 
 
@@ -35,6 +37,7 @@ def to_unit(img):
     return ((img + 1) / 2).clamp(0, 1)
 
 
+@records_test_metrics  # test runs write results/<name>/metrics.json
 class FaceBaseModel(BaseModel):
     """BaseModel plus the pieces every face model here needs. Images outside networks are RGB in [0, 1]."""
 

@@ -2,7 +2,8 @@
 
 Nothing is re-implemented here. This module only makes sure that ``import cqshift_basicsr`` registers gfpgan's archs
 and models (``model_type: GFPGANModel``, ``type: GFPGANv1Clean``, ``FacialComponentDiscriminator``,
-``ResNetArcFace``) whatever else the package imports, and installs one guard (below). See
+``ResNetArcFace``) whatever else the package imports, installs one guard (below), and makes its test runs write
+``results/<name>/metrics.json`` like ours (:func:`cqshift_basicsr.results.records_test_metrics`). See
 ``options/train_gfpgan.yml`` for which parts of GFPGAN are switchable and why.
 
 Checked on CPU (``num_gpu: 0``) with gfpgan 1.3.8 and torch 2.14: ``GFPGANModel`` trains, validates, saves and
@@ -28,6 +29,8 @@ import torch
 from basicsr.archs import vgg_arch
 from basicsr.models.base_model import BaseModel
 from gfpgan.models.gfpgan_model import GFPGANModel
+
+from cqshift_basicsr.results import records_test_metrics
 
 __all__ = ['basicsr_vgg_weights_file', 'install_vgg_download_guard', 'install_gfpgan_optimizer_fix']
 
@@ -88,3 +91,4 @@ def install_gfpgan_optimizer_fix():
 
 install_vgg_download_guard()
 install_gfpgan_optimizer_fix()
+records_test_metrics(GFPGANModel)  # test runs write results/<name>/metrics.json, as our models do

@@ -44,7 +44,7 @@ PARSING_PALETTE = np.array([
 ], dtype=np.uint8)
 
 HAIR_STYLES = ('short', 'long', 'bald', 'fringe')
-SPLITS = ('hq', 'lq', 'test')
+SPLITS = ('hq', 'lq', 'test', 'val')  # val: for choosing hyper-parameters, never the test faces
 
 SUPERSAMPLE = 4  # draw at 4x, then area-downsample: anti-aliased edges
 PAD = 0.12  # padded face frame (fraction of size per side) so the pose warp never shows a border
@@ -572,27 +572,34 @@ def _render_identity(job):
 
 
 def make_toy_faces(out_dir, size=64, num_hq_ids=60, num_lq_ids=60, num_test_ids=20, images_per_id=6, seed=0,
-                   workers=1):
+                   workers=1, hq_images_per_id=None, num_val_ids=0):
     """Write the three identity-disjoint splits (hq, lq, test) under out_dir; return a summary dict.
 
-    Identity numbers are global: hq gets 0..num_hq_ids-1, lq the next num_lq_ids, test the rest.
+    Identity numbers are global: hq gets 0..num_hq_ids-1, lq the next num_lq_ids, then test, then val (the
+    validation split for hyper-parameter choices, so the test faces are never used for tuning). The hq split (the
+    FFHQ analogue: the StyleGAN2 prior and every method's HQ set learn from it) favours many identities with
+    ``hq_images_per_id`` views each (None: ``images_per_id``), so a prior generalises to unseen faces; the command
+    line's defaults (800 identities x 2 views) are the demo's data set.
     Every image depends only on (seed, identity, k), so the output is byte-identical for any
     ``workers`` (processes used to render; 1 renders in this process).
     """
     if size < 32 or size & (size - 1):
         raise ValueError(f'size must be a power of two >= 32, got {size}')
-    if min(num_hq_ids, num_lq_ids, num_test_ids) < 0 or images_per_id < 1:
+    hq_images_per_id = images_per_id if hq_images_per_id is None else hq_images_per_id
+    if min(num_hq_ids, num_lq_ids, num_test_ids, num_val_ids) < 0 or min(images_per_id, hq_images_per_id) < 1:
         raise ValueError('identity counts must be >= 0 and images_per_id >= 1')
     start = time.time()
-    counts = {'hq': num_hq_ids, 'lq': num_lq_ids, 'test': num_test_ids}
+    counts = {'hq': num_hq_ids, 'lq': num_lq_ids, 'test': num_test_ids, 'val': num_val_ids}
     split_ids, jobs, next_id = {}, [], 0
-    for split in SPLITS:
+    splits = [split for split in SPLITS if split != 'val' or num_val_ids]
+    for split in splits:
         split_dir = os.path.join(out_dir, split)
         os.makedirs(os.path.join(split_dir, 'images'), exist_ok=True)
         os.makedirs(os.path.join(split_dir, 'parsing'), exist_ok=True)
         split_ids[split] = list(range(next_id, next_id + counts[split]))
         next_id += counts[split]
-        jobs += [(split_dir, identity, images_per_id, size, seed) for identity in split_ids[split]]
+        views = hq_images_per_id if split == 'hq' else images_per_id
+        jobs += [(split_dir, identity, views, size, seed) for identity in split_ids[split]]
     if workers > 1 and len(jobs) > 1:
         import multiprocessing
         # spawn: safe even when the caller has torch / OpenMP threads running
@@ -603,8 +610,9 @@ def make_toy_faces(out_dir, size=64, num_hq_ids=60, num_lq_ids=60, num_test_ids=
     by_identity = {job[1]: res for job, res in zip(jobs, results)}
 
     summary = {'out_dir': os.path.abspath(out_dir), 'size': size, 'seed': seed, 'images_per_id': images_per_id,
+               'hq_images_per_id': hq_images_per_id,
                'splits': {}}
-    for split in SPLITS:
+    for split in splits:
         identities = split_ids[split]
         records = [rec for identity in identities for rec in by_identity[identity]]
         meta = {'size': size, 'seed': seed, 'split': split, 'label_names': LABEL_NAMES,
@@ -643,16 +651,19 @@ def main(argv=None):
     parser.add_argument('--out', default='datasets/toy_faces')
     parser.add_argument('--size', type=int, default=64, help='power of two >= 32')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--num-hq-ids', type=int, default=60)
+    parser.add_argument('--num-hq-ids', type=int, default=800)
     parser.add_argument('--num-lq-ids', type=int, default=60)
     parser.add_argument('--num-test-ids', type=int, default=20)
-    parser.add_argument('--images-per-id', type=int, default=6)
+    parser.add_argument('--num-val-ids', type=int, default=10, help='validation identities (hyper-parameter choices)')
+    parser.add_argument('--images-per-id', type=int, default=6, help='views per identity of the lq and test splits')
+    parser.add_argument('--hq-images-per-id', type=int, default=2, help='views per identity of the hq split')
     parser.add_argument('--workers', type=int, default=min(2, os.cpu_count() or 1),
                         help='render processes (output is identical for any number)')
     parser.add_argument('--preview', default=None, help='also write a contact sheet PNG of the hq split here')
     args = parser.parse_args(argv)
     summary = make_toy_faces(args.out, size=args.size, num_hq_ids=args.num_hq_ids, num_lq_ids=args.num_lq_ids,
                              num_test_ids=args.num_test_ids, images_per_id=args.images_per_id, seed=args.seed,
+                             hq_images_per_id=args.hq_images_per_id, num_val_ids=args.num_val_ids,
                              workers=args.workers)
     for split, info in summary['splits'].items():
         print(f"{split:5s}: {info['num_identities']:4d} identities, {info['num_images']:5d} images -> {info['dir']}")

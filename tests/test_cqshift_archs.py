@@ -138,3 +138,20 @@ def test_latent_avg_from_generator_is_deterministic():
     torch.randn(5)  # global RNG use must not matter
     torch.testing.assert_close(net.set_latent_avg_from_generator(num_samples=128, seed=3), first)
     torch.testing.assert_close(net.encoder.latent_avg, first)
+
+
+def test_pool_size_keeps_a_feature_grid_for_the_head():
+    torch.manual_seed(0)
+    pooled = CQShiftEncoder(32, 16, 'wplus', depth=18, base_channels=8)
+    grid = CQShiftEncoder(32, 16, 'wplus', depth=18, base_channels=8, pool_size=2)
+    assert grid.trunk.out_channels == 4 * pooled.trunk.out_channels == 4 * 64
+    assert grid.head.in_features == 256
+    x = _images(2)
+    assert grid(x).shape == pooled(x).shape == (2, 8, 16)
+    # the 2x2 grid tells apart two images whose global average feature is the same (a left/right swap)
+    feats = grid.trunk(torch.cat([x[:1], x[:1].flip(-1)]))
+    assert not torch.allclose(feats[0], feats[1])
+    net = CQShiftNet(**{**TINY_NET, 'latent_type': 'wplus', 'encoder_pool_size': 2})
+    assert net.encoder.trunk.out_channels == 4 * 64
+    with pytest.raises(ValueError, match='pool_size'):
+        ResNetTrunk(18, 8, pool_size=0)

@@ -169,9 +169,24 @@ def test_cli(tmp_path, repo_root):
     out = tmp_path / 'cli'
     res = subprocess.run([sys.executable, os.path.join(repo_root, 'scripts', 'make_toy_faces.py'), '--out', str(out),
                           '--size', '32', '--num-hq-ids', '2', '--num-lq-ids', '1', '--num-test-ids', '1',
-                          '--images-per-id', '1', '--workers', '1', '--preview', str(tmp_path / 'sheet.png')],
+                          '--images-per-id', '1', '--hq-images-per-id', '1', '--num-val-ids', '1', '--workers', '1',
+                          '--preview', str(tmp_path / 'sheet.png')],
                          capture_output=True, text=True, cwd=repo_root, timeout=60)
     assert res.returncode == 0, res.stderr
     assert 'images' in res.stdout
     assert len(os.listdir(out / 'hq' / 'images')) == 2
+    assert len(os.listdir(out / 'val' / 'images')) == 1
     assert (tmp_path / 'sheet.png').exists()
+
+
+def test_hq_views_and_validation_split(tmp_path):
+    """The hq split can have fewer views per identity (more identities for the prior), and the val split holds
+    identities after the test ones, so tuning never sees a test face."""
+    summary = make_toy_faces(str(tmp_path), size=32, num_hq_ids=3, num_lq_ids=1, num_test_ids=1, images_per_id=2,
+                             hq_images_per_id=1, num_val_ids=2, seed=0)
+    splits = summary['splits']
+    assert [splits[s]['num_images'] for s in ('hq', 'lq', 'test', 'val')] == [3, 2, 2, 4]
+    assert splits['val']['identities'] == [5, 6] and splits['test']['identities'] == [4]
+    assert sorted(os.listdir(tmp_path / 'val' / 'images')) == [f'id0000{i}_0{k}.png' for i in (5, 6) for k in (0, 1)]
+    no_val = make_toy_faces(str(tmp_path / 'b'), size=32, num_hq_ids=1, num_lq_ids=1, num_test_ids=1, images_per_id=1)
+    assert 'val' not in no_val['splits'] and not os.path.exists(tmp_path / 'b' / 'val')

@@ -30,9 +30,11 @@ class ResNetTrunk(nn.Module):
     Built from torchvision's ``BasicBlock`` with stage widths ``base_channels * (1, 2, 4, 8)``. With
     ``base_channels=64`` its parameter names and shapes are exactly torchvision's ``resnet18/34`` minus ``fc``,
     so ImageNet weights load with :meth:`load_imagenet`. Input: normalised images of any size >= 32.
+    ``pool_size`` k > 1 average-pools the last feature map to k x k and flattens it (k^2 times the features of a
+    global pool: the layout of the face survives into the code, which a W+ head can use).
     """
 
-    def __init__(self, depth=34, base_channels=64):
+    def __init__(self, depth=34, base_channels=64, pool_size=1):
         super().__init__()
         if depth not in _BLOCKS_PER_STAGE:
             raise ValueError(f'ResNet depth must be 18 or 34, got {depth}')
@@ -55,8 +57,10 @@ class ResNetTrunk(nn.Module):
                 blocks.append(BasicBlock(in_channels, width, stride if b == 0 else 1, downsample))
                 in_channels = width
             setattr(self, f'layer{stage + 1}', nn.Sequential(*blocks))
-        self.out_channels = in_channels
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        if pool_size < 1:
+            raise ValueError(f'pool_size must be >= 1, got {pool_size}')
+        self.out_channels = in_channels * pool_size**2
+        self.avgpool = nn.AdaptiveAvgPool2d(pool_size)
         for m in self.modules():  # torchvision's init
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
@@ -98,6 +102,8 @@ class CQShiftEncoder(nn.Module):
         base_channels (int): trunk width (64 = torchvision layout). Default: 64.
         imagenet_path (str | None): local torchvision ImageNet ``.pth`` for the trunk; None = random init.
         imagenet_norm (bool): map [-1, 1] RGB input to ImageNet mean/std before the trunk. Default: True.
+        pool_size (int): the trunk's output grid (1 = global average pool, as pSp's W encoder; 2 keeps a 2 x 2
+            layout for the head, [R] for the toy W+ encoders). Default: 1.
         head_init_std (float): std of the head's initial weights; 0 (default) makes a fresh encoder output
             exactly ``latent_avg``.
 
@@ -106,14 +112,14 @@ class CQShiftEncoder(nn.Module):
     """
 
     def __init__(self, out_size, num_style_feat=512, latent_type='w', depth=34, base_channels=64,
-                 imagenet_path=None, imagenet_norm=True, head_init_std=0.0):
+                 imagenet_path=None, imagenet_norm=True, head_init_std=0.0, pool_size=1):
         super().__init__()
         if latent_type not in ('w', 'wplus'):
             raise ValueError(f"latent_type must be 'w' or 'wplus', got {latent_type!r}")
         self.latent_type = latent_type
         self.num_style_feat = num_style_feat
         self.n_latent = 2 * int(math.log2(out_size)) - 2
-        self.trunk = ResNetTrunk(depth, base_channels)
+        self.trunk = ResNetTrunk(depth, base_channels, pool_size)
         if imagenet_path is not None:
             self.trunk.load_imagenet(imagenet_path, option='imagenet_path')
         num_out = num_style_feat * (self.n_latent if latent_type == 'wplus' else 1)

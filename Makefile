@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv test demo clean-demo
+.PHONY: venv test demo reproduce clean-demo
 
 venv: $(STAMP)
 
@@ -26,8 +26,13 @@ $(STAMP): requirements.txt setup.py
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# the method end to end on the toy faces with the checkpoints shipped in weights/ (a few minutes)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# retrain every shipped checkpoint from scratch through the runners (hours on 2 CPU cores), then the demo
+reproduce: $(STAMP)
+	$(PY) scripts/demo.py --reproduce
+
 clean-demo:
-	rm -rf datasets/toy_faces experiments/demo_* results/demo_* tb_logger/demo_* demo_output
+	rm -rf datasets/toy_faces datasets/toy_testset experiments/demo_* results/demo_* tb_logger/demo_* demo_output

@@ -253,6 +253,7 @@ def main(argv=None):
     parser.add_argument('--lr', type=float, default=1e-3)
     parser.add_argument('--base-ch', type=int, default=None, help="ParseNet's base_ch (facexlib default 64)")
     parser.add_argument('--res-depth', type=int, default=None, help="ParseNet's res_depth (facexlib default 10)")
+    parser.add_argument('--max-ch', type=int, default=None, help="ParseNet's widest layer (facexlib default 256)")
     parser.add_argument('--img-loss-weight', type=float, default=1.0, help='L1 weight of the image head')
     parser.add_argument('--scale', type=int, default=4, help='degradation downsampling factor')
     parser.add_argument('--clean-prob', type=float, default=0.2, help='fraction of training inputs left clean')
@@ -267,7 +268,8 @@ def main(argv=None):
     train_toy_parsenet(args.data, args.out, in_size=args.in_size, iters=args.iters, batch_size=args.batch_size,
                        lr=args.lr, img_loss_weight=args.img_loss_weight, scale=args.scale, clean_prob=args.clean_prob,
                        seed=args.seed, amp=args.amp, log_every=args.log_every,
-                       parsenet_opt={k: v for k, v in (('base_ch', args.base_ch), ('res_depth', args.res_depth)) if v})
+                       parsenet_opt={k: v for k, v in (('base_ch', args.base_ch), ('res_depth', args.res_depth),
+                                                       ('ch_range', args.max_ch and [32, args.max_ch])) if v})
     return 0
 
 

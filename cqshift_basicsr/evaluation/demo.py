@@ -183,13 +183,17 @@ def run_demo(demo):
           f'benchmark table, alpha plot, speed: {out}/')
 
 
-def export_checkpoint(demo, experiment, param_key, target):
-    """Keep one parameter set of an experiment's ``net_g_latest.pth`` (state dicts only) as a shipped file."""
+def export_checkpoint(source, param_key, target, int8=False):
+    """Ship one parameter set of a training checkpoint (state dicts only) in compact form: float16, or int8 weights
+    with per-channel scales (``int8``; the toy ArcFace, whose fc5 alone is 16.8M parameters); see
+    :mod:`cqshift_basicsr.checkpoints`."""
     import torch
-    source = demo.path('experiments', experiment, 'models', 'net_g_latest.pth')
+
+    from cqshift_basicsr.checkpoints import compact_state_dict
     state = torch.load(source, map_location='cpu', weights_only=True)
-    torch.save({param_key: state[param_key]}, target)
-    print(f'    {source} [{param_key}] -> {target}')
+    state = state[param_key] if param_key in state else state
+    torch.save({param_key: compact_state_dict(state, int8=int8)}, target)
+    print(f'    {source} [{param_key}] -> {target} ({os.path.getsize(target) / 2**20:.1f} MB)')
 
 
 def run_reproduce(demo, weights_out):
@@ -204,10 +208,11 @@ def run_reproduce(demo, weights_out):
     demo.script('train_toy_arcface.py', '--data', toy, '--out', osp.join(pretrained, 'toy_arcface.pth'),
                 '--iters', '300', '--log-every', '25')
     demo.script('train_toy_parsenet.py', '--data', toy, '--out', osp.join(pretrained, 'toy_parsenet.pth'),
-                '--in-size', '32', '--base-ch', '32', '--res-depth', '2', '--iters', '600', '--lr', '5e-4',
+                '--in-size', '32', '--base-ch', '32', '--res-depth', '2', '--max-ch', '64', '--iters', '600', '--lr', '5e-4',
                 '--log-every', '50')
-    for name in ('toy_arcface.pth', 'toy_parsenet.pth'):
-        shutil.copyfile(osp.join(pretrained, name), osp.join(weights_out, name))
+    export_checkpoint(osp.join(pretrained, 'toy_arcface.pth'), 'params', osp.join(weights_out, 'toy_arcface.pth'),
+                      int8=True)
+    export_checkpoint(osp.join(pretrained, 'toy_parsenet.pth'), 'params', osp.join(weights_out, 'toy_parsenet.pth'))
     for target, option_file in TRAIN_ORDER:
         experiment, param_key = SHIPPED[target]
         demo.banner(f'{option_file} -> weights/{target}')
@@ -215,9 +220,9 @@ def run_reproduce(demo, weights_out):
         demo.runner('train.py', osp.join(OPTIONS, option_file))
         latest = demo.path('experiments', experiment, 'models', 'net_g_latest.pth')
         if target == 'toy_stylegan2_64.pth':
-            export_prior(latest, osp.join(weights_out, target))
+            export_prior(latest, osp.join(weights_out, target))  # float32: every CQShift output is G(w)
         else:
-            export_checkpoint(demo, experiment, param_key, osp.join(weights_out, target))
+            export_checkpoint(latest, param_key, osp.join(weights_out, target))
     run_demo(demo)
 
 

@@ -23,6 +23,8 @@ import threading
 import numpy as np
 import torch
 
+from cqshift_basicsr.checkpoints import expand_state_dict
+
 __all__ = [
     'get_metric_network', 'register_metric_network', 'unregister_metric_network', 'injected_metric_network',
     'clear_metric_networks', 'metric_network_build_count', 'resolve_device', 'require_weights_file',
@@ -93,6 +95,10 @@ def load_state_dict_file(path, option='weights'):
             break
     if not isinstance(state, dict):
         raise ValueError(f'option `{option}`: {path!r} does not hold a state dict (found {type(state).__name__}).')
+    try:
+        state = expand_state_dict(state)  # the compact (float16 / int8) form of shipped checkpoints
+    except ValueError as error:
+        raise ValueError(f'option `{option}`: {path!r}: {error}') from error
     return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
 
 

@@ -11,7 +11,8 @@ the tests do). Each fix is small, documented, and has a test in ``tests/test_com
    directory while it writes them under ``root_path``; when the two differ it finds nothing, archives the run and
    restarts from iteration 0. Ours looks under ``opt['path']['experiments_root']``. On resume basicsr also points
    every ``network_<x>`` at ``models/net_<x>_<iter>.pth``; a frozen network that a model does not checkpoint (the
-   StyleGAN2 prior, a frozen encoder) keeps its ``path.pretrain_network_<x>`` instead of a file that does not exist.
+   StyleGAN2 prior, a frozen encoder) keeps its ``path.pretrain_network_<x>`` (and ``param_key_<x>``) instead of a
+   file that does not exist.
 4. ``--launcher pytorch``: basicsr always uses NCCL and ``cuda.set_device`` (a ZeroDivisionError without GPUs) and
    wraps DDP with ``device_ids=[cuda.current_device()]``. Ours uses NCCL on GPUs and gloo on CPU, reading the
    ``torchrun`` environment (LOCAL_RANK), and wraps CPU models without ``device_ids``.
@@ -84,9 +85,14 @@ def load_resume_state(opt):
     resume_state = torch.load(path, map_location=state_map_location(opt), weights_only=True)
     pretrained = dict(opt['path'])
     check_resume(opt, resume_state['iter'])
-    for key, value in opt['path'].items():
+    for key, value in list(opt['path'].items()):
         if key.startswith('pretrain_network_') and value != pretrained.get(key) and not os.path.isfile(value):
-            opt['path'][key] = pretrained.get(key)  # not checkpointed by the model: a frozen network
+            # not checkpointed by the model: a frozen network keeps its file and that file's parameter key
+            # (basicsr switches every param_key to `params`, which e.g. an EMA-only export does not hold)
+            opt['path'][key] = pretrained.get(key)
+            param_key = 'param_key_' + key[len('pretrain_network_'):]
+            if param_key in pretrained:
+                opt['path'][param_key] = pretrained[param_key]
     return resume_state
 
 

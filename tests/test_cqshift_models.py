@@ -214,7 +214,11 @@ def test_stage1_then_stage2_train_resume_and_test_on_cpu(weights, toy_faces, tmp
         train=_loader(name='toy_unpaired', type='UnpairedFaceDataset', dataroot_hq=data['hq'],
                       dataroot_lq_source=data['lq'], degradation=dict(level=['mild', 'moderate', 'severe'])),
         val=val))
-    s2['path']['pretrain_network_eh'] = str(exp1 / 'models' / 'net_g_latest.pth')
+    # an EMA-only export, as the shipped weights/toy_eh.pth: resume must keep this frozen file and its key
+    eh_file = tmp_path / 'eh_ema_only.pth'
+    torch.save({'params_ema': torch.load(exp1 / 'models' / 'net_g_latest.pth', weights_only=True)['params_ema']},
+               eh_file)
+    s2['path']['pretrain_network_eh'] = str(eh_file)
     s2['path']['param_key_eh'] = 'params_ema'
     s2_file = write_yaml(tmp_path / 's2.yml', s2)
     run_script([TRAIN_PY, '-opt', s2_file], cwd=tmp_path, env=env)

@@ -41,7 +41,8 @@ def prior_sample_sheet(generator, path, num=16, cols=8, seed=0, truncation=1.0, 
 
 def alpha_contact_sheet(visualization_dir, gt_dir, out_path, alphas, levels, dataset_name, run_name,
                         faces_per_level=3, cell=128, alpha_default=1.0):
-    """Rows: faces per level; columns: the LQ input, the restoration at each alpha, the ground truth.
+    """Rows: faces per level (spread over the sorted names, so other identities); columns: the LQ input, the
+    restoration at each alpha, the ground truth.
 
     ``visualization_dir/<dataset_name(level)>/`` holds BasicSR's saved test images: ``<face>_<run_name>.png`` at the
     model's own alpha, ``<face>@a<alpha>_<run_name>.png`` at the others and ``<face>@input_<run_name>.png``.
@@ -52,7 +53,7 @@ def alpha_contact_sheet(visualization_dir, gt_dir, out_path, alphas, levels, dat
         folder = osp.join(visualization_dir, dataset_name(level))
         suffix = f'_{run_name}.png'
         names = sorted({f[:-len(suffix)].split('@')[0] for f in os.listdir(folder) if f.endswith(suffix)})
-        for name in names[:faces_per_level]:
+        for name in names[::max(1, len(names) // faces_per_level)][:faces_per_level]:  # spread: other identities
             def load(tag):
                 path = osp.join(folder, f'{name}{tag}{suffix}')
                 img = cv2.imread(path)

@@ -201,3 +201,23 @@ def test_mismatched_keys_error_lists_keys(tmp_path):
         load_stylegan2_generator(StyleGAN2GeneratorClean(32, **TINY_G), str(path))
     msg = str(err.value)
     assert 'unexpected' in msg and 'style_convs.6' in msg and str(path) in msg
+
+
+class _Payload:
+    """Unpickling this runs code (it writes a marker file): what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def test_checkpoint_with_code_is_refused_and_never_runs(tmp_path):
+    from cqshift_basicsr.archs.stylegan2_weights import load_checkpoint_file
+    marker = tmp_path / 'payload_ran'
+    crafted = tmp_path / 'crafted.pth'
+    torch.save({'g_ema': {'w': torch.zeros(1)}, 'evil': _Payload(str(marker))}, crafted)
+    with pytest.raises(ValueError, match='path.pretrain_network_stylegan.*not loaded'):
+        load_checkpoint_file(str(crafted))
+    assert not marker.exists()

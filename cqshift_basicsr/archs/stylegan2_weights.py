@@ -16,8 +16,10 @@ Supported generator layouts (detected from the keys):
 The discriminator (:class:`CQShiftStyleGAN2Discriminator`) keeps basicsr's layout, so basicsr D weights load
 unchanged and rosinality ``d`` weights only need ``convs.`` -> ``conv_body.`` and their blur buffers dropped.
 """
+import argparse
 import math
 import os
+import pickle
 import re
 from collections import OrderedDict
 
@@ -39,19 +41,20 @@ STYLEGAN2_WEIGHTS_HELP = (
 
 
 def load_checkpoint_file(path, option='path.pretrain_network_stylegan', help_text=STYLEGAN2_WEIGHTS_HELP):
-    """``torch.load`` on CPU with a clear error for a missing file.
+    """``torch.load`` on CPU, weights only, with a clear error for a missing or code-carrying file.
 
-    Tries ``weights_only=True`` first. rosinality checkpoints also pickle the training ``argparse.Namespace``
-    (``ckpt['args']``), which the weights-only unpickler refuses; only then do we fall back to
-    ``weights_only=False`` - use that fallback on files you trust.
+    rosinality checkpoints also pickle the training ``argparse.Namespace`` (``ckpt['args']``): that one type is
+    allowed (``torch.serialization.safe_globals``); any other object is refused, never unpickled.
     """
     if not path or not os.path.isfile(path):
         raise FileNotFoundError(f'{option}: StyleGAN2 checkpoint {path!r} does not exist. {help_text}')
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception:  # noqa: BLE001  (the unpickler raises various types for non-tensor objects)
-        # rosinality's files hold an argparse.Namespace next to the tensors (see docstring)
-        return torch.load(path, map_location='cpu', weights_only=False)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f'{option}: {path!r} holds objects other than tensors (and rosinality\'s argparse '
+                         f'Namespace); it is not loaded, since unpickling them could run code. Save its state_dict '
+                         f'instead. ({str(error).splitlines()[0]})') from error
 
 
 def _strip_module_prefix(state_dict):

@@ -146,7 +146,8 @@ def finetune_and_resume(demo, iters=30, stop_at=20):
 
 def benchmark(demo, testset, arcface):
     out = osp.join(demo.out, 'benchmark')
-    args = ['--cqshift', osp.join(OPTIONS, 'test_toy_cqshift.yml'), '--gfpgan', osp.join(OPTIONS, 'test_toy_gfpgan.yml'),
+    args = ['--cqshift', osp.join(OPTIONS, 'test_toy_cqshift.yml'),
+            '--gfpgan', osp.join(OPTIONS, 'test_toy_gfpgan.yml'),
             '--psfrgan', osp.join(OPTIONS, 'test_toy_psfrgan.yml'), '--testset', testset, '--arcface', arcface,
             '--arcface-arch-opt', TOY_ARCFACE_OPT, '--identity-label', 'toy', '--out', out, '--repeats', '3']
     demo.script('benchmark.py', *args, shown=('',))
@@ -163,7 +164,8 @@ def contact_sheet(demo, testset):
 
 def run_demo(demo):
     weights = osp.join(ROOT, 'weights')
-    missing = [f for f in list(SHIPPED) + ['toy_arcface.pth', 'toy_parsenet.pth'] if not osp.isfile(osp.join(weights, f))]
+    shipped = list(SHIPPED) + ['toy_arcface.pth', 'toy_parsenet.pth']
+    missing = [f for f in shipped if not osp.isfile(osp.join(weights, f))]
     if missing:
         raise SystemExit(f'weights/ lacks {missing}: check out the repository again, or run `make reproduce`.')
     demo.banner('1/5 toy faces and the fixed test set')
@@ -208,8 +210,8 @@ def run_reproduce(demo, weights_out):
     demo.script('train_toy_arcface.py', '--data', toy, '--out', osp.join(pretrained, 'toy_arcface.pth'),
                 '--iters', '300', '--log-every', '25')
     demo.script('train_toy_parsenet.py', '--data', toy, '--out', osp.join(pretrained, 'toy_parsenet.pth'),
-                '--in-size', '32', '--base-ch', '32', '--res-depth', '2', '--max-ch', '64', '--iters', '600', '--lr', '5e-4',
-                '--log-every', '50')
+                '--in-size', '32', '--base-ch', '32', '--res-depth', '2', '--max-ch', '64', '--iters', '600',
+                '--lr', '5e-4', '--log-every', '50')
     export_checkpoint(osp.join(pretrained, 'toy_arcface.pth'), 'params', osp.join(weights_out, 'toy_arcface.pth'),
                       int8=True)
     export_checkpoint(osp.join(pretrained, 'toy_parsenet.pth'), 'params', osp.join(weights_out, 'toy_parsenet.pth'))

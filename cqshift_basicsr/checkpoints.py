@@ -7,10 +7,16 @@ channel); :func:`expand_state_dict` turns such a dict back into float32 tensors.
 float32 module needs nothing (``load_state_dict`` copies with a cast); int8 entries must be expanded first, which
 ``metric_networks.load_state_dict_file`` does. The shipped file is then the network: its figures are measured with
 the expanded weights, not with the float32 ones it was trained as.
+
+:func:`export_checkpoint` and :func:`export_stylegan2_prior` turn a training checkpoint into such a shipped file.
 """
+import os
+import re
+
 import torch
 
-__all__ = ['compact_state_dict', 'expand_state_dict', 'INT8_SUFFIX', 'SCALE_SUFFIX']
+__all__ = ['compact_state_dict', 'expand_state_dict', 'export_checkpoint', 'export_stylegan2_prior', 'INT8_SUFFIX',
+           'SCALE_SUFFIX']
 
 INT8_SUFFIX = '.int8'
 SCALE_SUFFIX = '.int8_scale'
@@ -50,3 +56,28 @@ def expand_state_dict(state):
         else:
             expanded[key] = value
     return expanded
+
+
+def export_checkpoint(source, param_key, target, int8=False):
+    """Ship one parameter set of a training checkpoint (state dicts only) in compact form: float16, or int8 weights
+    with per-channel scales (``int8``)."""
+    state = torch.load(source, map_location='cpu', weights_only=True)
+    state = state[param_key] if param_key in state else state
+    torch.save({param_key: compact_state_dict(state, int8=int8)}, target)
+    print(f'    {source} [{param_key}] -> {target} ({os.path.getsize(target) / 2**20:.1f} MB)')
+
+
+def export_stylegan2_prior(checkpoint, output):
+    """Ship a StyleGAN2Model checkpoint's EMA generator in float32 with its noise-injection strengths set to zero.
+
+    Every CQShift output is G(w), so the prior keeps full precision. The restorer decodes with fixed noise maps
+    (deterministic output); on the toy prior their learned strengths stamp the same speckle texture on every face,
+    while without them the faces are clean.
+    """
+    state = torch.load(checkpoint, map_location='cpu', weights_only=True)['params_ema']
+    for key, value in state.items():
+        if re.fullmatch(r'style_conv1\.weight|style_convs\.\d+\.weight', key):  # NoiseInjection strengths
+            value.zero_()
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    torch.save({'params_ema': state}, output)
+    print(f'    exported {checkpoint} [params_ema] -> {output}')

@@ -22,19 +22,17 @@ import copy
 import json
 import os
 import os.path as osp
-import subprocess
-import sys
 
 import yaml
 
 from cqshift_basicsr.metrics.lpips_metric import default_lpips_model_path
 from cqshift_basicsr.results import read_test_metrics
 from cqshift_basicsr.runner import default_root_path
+from .benchmark import PACKAGE_DIR, load_options, lpips_metric_entry, metric_entries, run_runner
 from .testset import paired_dataset_options, read_testset
 
 __all__ = ['ABLATION_ROWS', 'PAPER_ABLATION', 'variant_options', 'ablation_table', 'main']
 
-PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REPO = osp.dirname(PACKAGE_DIR)
 LEVEL = 'moderate'
 # (label, network_g.shift_mode, train.upper_branch, keep train.down_opt)
@@ -46,11 +44,6 @@ ABLATION_ROWS = (
 )
 # The poster's ablation (SSIM, LPIPS), in the same row order.
 PAPER_ABLATION = ((0.633, 0.181), (0.623, 0.177), (0.614, 0.163), (0.643, 0.150))
-
-
-def _load(path):
-    with open(path) as f:
-        return yaml.safe_load(f)
 
 
 def variant_options(train_opt, test_opt, index, testset):
@@ -72,21 +65,10 @@ def variant_options(train_opt, test_opt, index, testset):
                     'param_key_g': 'params_ema', 'strict_load_g': True}
     test['datasets'] = {'test_1': paired_dataset_options(testset, LEVEL, f'toy_{LEVEL}')}
     test['val'] = dict(test.get('val') or {}, save_img=False, alphas=[], save_all_outputs=False)
-    metrics = {'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': False},
-               'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}
-    lpips_path = default_lpips_model_path('alex')
-    if osp.isfile(lpips_path):
-        metrics['lpips'] = {'type': 'calculate_lpips', 'net': 'alex', 'model_path': lpips_path, 'better': 'lower'}
-    test['val']['metrics'] = metrics
+    lpips_path = default_lpips_model_path('alex')  # PSNR, SSIM and (when its weights exist) LPIPS, as the benchmark
+    test['val']['metrics'] = metric_entries({}, lpips_metric_entry(lpips_path) if osp.isfile(lpips_path) else None,
+                                            None)
     return train, test
-
-
-def _run(script, option_path, log_path, *extra):
-    with open(log_path, 'w') as log:
-        proc = subprocess.run([sys.executable, osp.join(PACKAGE_DIR, script), '-opt', option_path, *extra],
-                              stdout=log, stderr=subprocess.STDOUT, cwd=os.getcwd())
-    if proc.returncode != 0:
-        raise SystemExit(f'{script} -opt {option_path} failed ({proc.returncode}); log: {log_path}')
 
 
 def _direction(before, after, lower_is_better):
@@ -119,6 +101,13 @@ def ablation_table(results):
                               'paper': PAPER_ABLATION, 'steps': steps}
 
 
+def _run_or_exit(script, option_path, log_path):
+    try:
+        run_runner(script, option_path, log_path)
+    except RuntimeError as error:
+        raise SystemExit(f'{script} -opt {option_path} failed: {error}') from error
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--train', default=osp.join(REPO, 'options', 'toy', 'train_stage2_toy_cqshift.yml'))
@@ -130,7 +119,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if LEVEL not in read_testset(args.testset)['levels']:
         raise SystemExit(f'--testset {args.testset}: no {LEVEL} level')
-    train_opt, test_opt = _load(args.train), _load(args.test)
+    train_opt, test_opt = load_options(args.train), load_options(args.test)
     os.makedirs(osp.join(args.out, 'options'), exist_ok=True)
     results = []
     for index in range(len(ABLATION_ROWS)):
@@ -143,9 +132,9 @@ def main(argv=None):
         done = osp.isfile(test['path']['pretrain_network_g'])
         if index + 1 in args.rows and not (args.skip_train and done):
             print(f'[ablation] training row {index + 1}: {ABLATION_ROWS[index][0]}', flush=True)
-            _run('train.py', paths['train'], osp.join(args.out, f'{train["name"]}_train.log'))
+            _run_or_exit('train.py', paths['train'], osp.join(args.out, f'{train["name"]}_train.log'))
         print(f'[ablation] testing row {index + 1}', flush=True)
-        _run('test.py', paths['test'], osp.join(args.out, f'{train["name"]}_test.log'))
+        _run_or_exit('test.py', paths['test'], osp.join(args.out, f'{train["name"]}_test.log'))
         results.append(read_test_metrics(osp.join(default_root_path(), 'results', test['name']))[f'toy_{LEVEL}'])
     markdown, record = ablation_table(results)
     with open(osp.join(args.out, 'table.md'), 'w') as f:

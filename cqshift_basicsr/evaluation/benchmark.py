@@ -59,7 +59,6 @@ __all__ = ['METHODS', 'LEVELS', 'COLUMNS', 'benchmark_options', 'collect_results
            'measure_speed', 'speed_markdown', 'plot_alpha_metrics', 'main']
 
 PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TEST_PY = osp.join(PACKAGE_DIR, 'test.py')
 LEVELS = ('mild', 'moderate', 'severe')
 # (key, column label, better): the paper's column order, PSNR last.
 COLUMNS = (('ssim', 'SSIM', 'higher'), ('lpips', 'LPIPS', 'lower'), ('ip', 'IP', 'higher'), ('psnr', 'PSNR', 'higher'))
@@ -159,18 +158,23 @@ def results_dir_of(opt):
     return osp.join(default_root_path(), 'results', opt['name'])
 
 
-def run_test(option_copy, log_path, threads):
-    """``test.py -opt <copy>`` in a subprocess (cwd = ours, so relative paths mean what they mean to test.py)."""
+def run_runner(script, option_path, log_path, threads=None):
+    """``<script> -opt <options>`` (``train.py`` or ``test.py``) in a subprocess, its output in ``log_path`` (cwd =
+    ours, so relative paths mean what they mean to the runner)."""
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     if threads:
         env['OMP_NUM_THREADS'] = str(threads)
     with open(log_path, 'w') as log:
-        proc = subprocess.run([sys.executable, TEST_PY, '-opt', option_copy], stdout=log, stderr=subprocess.STDOUT,
-                              env=env, cwd=os.getcwd())
+        proc = subprocess.run([sys.executable, osp.join(PACKAGE_DIR, script), '-opt', option_path], stdout=log,
+                              stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
     if proc.returncode != 0:
         with open(log_path) as f:
             tail = f.read().strip().splitlines()[-1:] or ['(no output)']
-        raise RuntimeError(f'test.py exited {proc.returncode}: {tail[0][:300]} (full log: {log_path})')
+        raise RuntimeError(f'{script} exited {proc.returncode}: {tail[0][:300]} (full log: {log_path})')
+
+
+def run_test(option_copy, log_path, threads):
+    run_runner('test.py', option_copy, log_path, threads)
 
 
 def write_option_copies(method_files, out_dir, lpips_entry, ip_entry, testset=None):
@@ -557,14 +561,17 @@ def _existing_file(path, option):
     return osp.abspath(path)
 
 
+def lpips_metric_entry(model_path):
+    """The ``calculate_lpips`` entry (alex) on complete LPIPS weights at ``model_path``."""
+    return {'type': 'calculate_lpips', 'net': 'alex', 'model_path': model_path, 'better': 'lower'}
+
+
 def metric_weight_entries(args, option_files):
     """The LPIPS and IP metric entries shared by every method (None when no weights exist)."""
     if args.lpips_model:
-        lpips_entry = {'type': 'calculate_lpips', 'net': 'alex',
-                       'model_path': _existing_file(args.lpips_model, '--lpips-model'), 'better': 'lower'}
+        lpips_entry = lpips_metric_entry(_existing_file(args.lpips_model, '--lpips-model'))
     elif osp.isfile(default_lpips_model_path('alex')):
-        lpips_entry = {'type': 'calculate_lpips', 'net': 'alex', 'model_path': default_lpips_model_path('alex'),
-                       'better': 'lower'}
+        lpips_entry = lpips_metric_entry(default_lpips_model_path('alex'))
     else:
         lpips_entry = find_metric_weights(option_files, 'calculate_lpips')
     if args.arcface:

@@ -30,19 +30,14 @@ TOY_ARCFACE_OPT = '{"block": "IRBlock", "layers": [1, 1, 1, 1], "use_se": false}
 SHOWN = ('iter:', 'Validation', '\t # ', 'Error', 'Traceback', 'Testing', 'End of training', 'Resuming',
          '[benchmark]', '|', '[arcface]', '[parsenet]')
 
-# Shipped checkpoint -> (experiment whose net_g_latest it is, parameter key kept) for `reproduce`.
-SHIPPED = {
-    'toy_stylegan2_64.pth': ('demo_stage0_toy_stylegan2', 'params_ema'),
-    'toy_eh.pth': ('demo_stage1_toy_encoder', 'params_ema'),
-    'toy_cqshift.pth': ('demo_stage2_toy_cqshift', 'params_ema'),
-    'toy_gfpgan.pth': ('demo_toy_gfpgan', 'params'),
-    'toy_psfrgan.pth': ('demo_toy_psfrgan', 'params'),
-}
-TRAIN_ORDER = (('toy_stylegan2_64.pth', 'train_stage0_toy_stylegan2.yml'),
-               ('toy_eh.pth', 'train_stage1_toy_encoder.yml'),
-               ('toy_cqshift.pth', 'train_stage2_toy_cqshift.yml'),
-               ('toy_gfpgan.pth', 'train_toy_gfpgan.yml'),
-               ('toy_psfrgan.pth', 'train_toy_psfrgan.yml'))
+# Checkpoints trained through train.py, in dependency order, for `reproduce`: (shipped file, option file of
+# options/toy/, experiment whose net_g_latest it is, parameter key kept).
+TRAINED = (('toy_stylegan2_64.pth', 'train_stage0_toy_stylegan2.yml', 'demo_stage0_toy_stylegan2', 'params_ema'),
+           ('toy_eh.pth', 'train_stage1_toy_encoder.yml', 'demo_stage1_toy_encoder', 'params_ema'),
+           ('toy_cqshift.pth', 'train_stage2_toy_cqshift.yml', 'demo_stage2_toy_cqshift', 'params_ema'),
+           ('toy_gfpgan.pth', 'train_toy_gfpgan.yml', 'demo_toy_gfpgan', 'params'),
+           ('toy_psfrgan.pth', 'train_toy_psfrgan.yml', 'demo_toy_psfrgan', 'params'))
+SHIPPED = tuple(row[0] for row in TRAINED) + ('toy_arcface.pth', 'toy_parsenet.pth')
 
 
 class Demo:
@@ -59,8 +54,9 @@ class Demo:
 
     def ensure_lpips_weights(self):
         """The converted LPIPS file where the metrics look for it (``make venv`` converts it into the repository)."""
+        from cqshift_basicsr.metrics.lpips_metric import default_lpips_model_path
         from cqshift_basicsr.metrics.lpips_weights import convert_lpips_weights
-        path = self.path('experiments', 'pretrained_models', 'lpips_alex_v0.1.pth')
+        path = default_lpips_model_path('alex', root=self.workdir)
         if not osp.isfile(path):
             convert_lpips_weights('alex', path)
         return path
@@ -109,12 +105,13 @@ def make_data(demo):
 
 
 def prior_sheet(demo, prior_path):
-    import torch  # noqa: F401  (after the banner: importing torch takes a few seconds)
-    from gfpgan.archs.stylegan2_clean_arch import StyleGAN2GeneratorClean
+    """16 random faces of the prior, built as the toy option files build it (``network_stylegan``)."""
+    from basicsr.archs import build_network
 
     from cqshift_basicsr.archs.stylegan2_weights import load_stylegan2_generator
+    from cqshift_basicsr.evaluation.benchmark import load_options
     from cqshift_basicsr.evaluation.sheets import prior_sample_sheet
-    generator = StyleGAN2GeneratorClean(64, num_style_feat=128, num_mlp=4, channel_multiplier=1, narrow=0.125)
+    generator = build_network(load_options(osp.join(OPTIONS, 'test_toy_encoder.yml'))['network_stylegan'])
     load_stylegan2_generator(generator, prior_path, option='weights/toy_stylegan2_64.pth')
     path = prior_sample_sheet(generator, osp.join(demo.out, 'prior_samples.png'), num=16, cols=8, seed=0)
     print(f'    16 random faces of the prior -> {path}')
@@ -164,8 +161,7 @@ def contact_sheet(demo, testset):
 
 def run_demo(demo):
     weights = osp.join(ROOT, 'weights')
-    shipped = list(SHIPPED) + ['toy_arcface.pth', 'toy_parsenet.pth']
-    missing = [f for f in shipped if not osp.isfile(osp.join(weights, f))]
+    missing = [f for f in SHIPPED if not osp.isfile(osp.join(weights, f))]
     if missing:
         raise SystemExit(f'weights/ lacks {missing}: check out the repository again, or run `make reproduce`.')
     demo.banner('1/5 toy faces and the fixed test set')
@@ -185,22 +181,9 @@ def run_demo(demo):
           f'benchmark table, alpha plot, speed: {out}/')
 
 
-def export_checkpoint(source, param_key, target, int8=False):
-    """Ship one parameter set of a training checkpoint (state dicts only) in compact form: float16, or int8 weights
-    with per-channel scales (``int8``; the toy ArcFace, whose fc5 alone is 16.8M parameters); see
-    :mod:`cqshift_basicsr.checkpoints`."""
-    import torch
-
-    from cqshift_basicsr.checkpoints import compact_state_dict
-    state = torch.load(source, map_location='cpu', weights_only=True)
-    state = state[param_key] if param_key in state else state
-    torch.save({param_key: compact_state_dict(state, int8=int8)}, target)
-    print(f'    {source} [{param_key}] -> {target} ({os.path.getsize(target) / 2**20:.1f} MB)')
-
-
 def run_reproduce(demo, weights_out):
     """Retrain every shipped checkpoint through the runners, in dependency order, then run the demo on them."""
-    from scripts.export_toy_prior import export_prior
+    from cqshift_basicsr.checkpoints import export_checkpoint, export_stylegan2_prior
     os.makedirs(weights_out, exist_ok=True)
     demo.banner('toy faces and the fixed test set')
     demo.ensure_lpips_weights()
@@ -212,17 +195,17 @@ def run_reproduce(demo, weights_out):
     demo.script('train_toy_parsenet.py', '--data', toy, '--out', osp.join(pretrained, 'toy_parsenet.pth'),
                 '--in-size', '32', '--base-ch', '32', '--res-depth', '2', '--max-ch', '64', '--iters', '600',
                 '--lr', '5e-4', '--log-every', '50')
+    # int8: the toy ArcFace's fc5 alone has 16.8M parameters
     export_checkpoint(osp.join(pretrained, 'toy_arcface.pth'), 'params', osp.join(weights_out, 'toy_arcface.pth'),
                       int8=True)
     export_checkpoint(osp.join(pretrained, 'toy_parsenet.pth'), 'params', osp.join(weights_out, 'toy_parsenet.pth'))
-    for target, option_file in TRAIN_ORDER:
-        experiment, param_key = SHIPPED[target]
+    for target, option_file, experiment, param_key in TRAINED:
         demo.banner(f'{option_file} -> weights/{target}')
         shutil.rmtree(demo.path('experiments', experiment), ignore_errors=True)
         demo.runner('train.py', osp.join(OPTIONS, option_file))
         latest = demo.path('experiments', experiment, 'models', 'net_g_latest.pth')
         if target == 'toy_stylegan2_64.pth':
-            export_prior(latest, osp.join(weights_out, target))  # float32: every CQShift output is G(w)
+            export_stylegan2_prior(latest, osp.join(weights_out, target))
         else:
             export_checkpoint(latest, param_key, osp.join(weights_out, target))
     run_demo(demo)

@@ -17,18 +17,13 @@ def label_tile(text, height, width, scale=0.5):
 
 
 @torch.no_grad()
-def prior_sample_sheet(generator, path, num=16, cols=8, seed=0, truncation=1.0, cell=128):
-    """Save ``num`` random faces of a StyleGAN2 generator (fixed noise, seeded z) as a grid PNG; return the path.
-
-    ``truncation`` < 1 pulls codes towards the mean latent (1 = the raw distribution the prior learned).
-    """
+def prior_sample_sheet(generator, path, num=16, cols=8, seed=0, cell=128):
+    """Save ``num`` random faces of a StyleGAN2 generator (fixed noise, seeded z, no truncation) as a grid PNG;
+    return the path."""
     generator = generator.eval()
     device = next(generator.parameters()).device
     z = torch.randn(num, generator.num_style_feat, generator=torch.Generator().manual_seed(seed)).to(device)
-    kwargs = {}
-    if truncation < 1:
-        kwargs = {'truncation': truncation, 'truncation_latent': generator.mean_latent(4096)}
-    images, _ = generator([z], randomize_noise=False, **kwargs)
+    images, _ = generator([z], randomize_noise=False)
     tiles = [cv2.resize(tensor2img(img, min_max=(-1, 1)), (cell, cell), interpolation=cv2.INTER_NEAREST)
              for img in images]
     while len(tiles) % cols:

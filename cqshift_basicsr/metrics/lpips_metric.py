@@ -61,12 +61,12 @@ CONVERT_COMMAND = 'cqshift-convert-lpips'
 CONVERT_SCRIPT = 'python scripts/convert_lpips_weights.py'
 
 
-def default_lpips_model_path(net='alex', version='0.1'):
+def default_lpips_model_path(net='alex', version='0.1', root=None):
     """Where the converter writes, and the metric and loss look for, the complete LPIPS weights by default:
-    ``<root>/experiments/pretrained_models/lpips_<net>_v<version>.pth`` (root as train.py's, see
-    :func:`cqshift_basicsr.runner.default_root_path`)."""
+    ``<root>/experiments/pretrained_models/lpips_<net>_v<version>.pth`` (root: train.py's, see
+    :func:`cqshift_basicsr.runner.default_root_path`, unless given)."""
     from cqshift_basicsr.runner import default_root_path
-    return os.path.join(default_root_path(), 'experiments', 'pretrained_models', f'lpips_{net}_v{version}.pth')
+    return os.path.join(root or default_root_path(), 'experiments', 'pretrained_models', f'lpips_{net}_v{version}.pth')
 
 
 def _model_hint(net, version):

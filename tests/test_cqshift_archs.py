@@ -155,3 +155,21 @@ def test_pool_size_keeps_a_feature_grid_for_the_head():
     assert net.encoder.trunk.out_channels == 4 * 64
     with pytest.raises(ValueError, match='pool_size'):
         ResNetTrunk(18, 8, pool_size=0)
+
+
+def test_stem_stride_keeps_a_larger_map_with_the_same_parameters():
+    x = _images(2)
+    maps = {}
+    for stride in (4, 2, 1):
+        trunk = ResNetTrunk(18, 8, stem_stride=stride)
+        stem = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))
+        maps[stride] = trunk.layer4(trunk.layer3(trunk.layer2(trunk.layer1(stem)))).shape[-1]
+        # the same parameter names and shapes as torchvision's layout, so ImageNet weights still load
+        assert {k: v.shape for k, v in trunk.state_dict().items()} == \
+            {k: v.shape for k, v in ResNetTrunk(18, 8).state_dict().items()}
+    assert maps == {4: 1, 2: 2, 1: 4}  # a 32-px input
+    net = CQShiftNet(**{**TINY_NET, 'latent_type': 'wplus', 'encoder_pool_size': 2, 'encoder_stem_stride': 2})
+    assert isinstance(net.encoder.trunk.maxpool, torch.nn.Identity)
+    assert net.encoder.trunk.conv1.stride == (2, 2)
+    with pytest.raises(ValueError, match='stem_stride'):
+        ResNetTrunk(18, 8, stem_stride=3)

@@ -32,18 +32,23 @@ class ResNetTrunk(nn.Module):
     so ImageNet weights load with :meth:`load_imagenet`. Input: normalised images of any size >= 32.
     ``pool_size`` k > 1 average-pools the last feature map to k x k and flattens it (k^2 times the features of a
     global pool: the layout of the face survives into the code, which a W+ head can use).
+    ``stem_stride`` is the stem's total downsampling: 4 is torchvision's (stride-2 conv + max-pool); 2 drops the
+    max-pool and 1 also the conv's stride, so that a small face (64 px) still has a spatial map at layer4.
     """
 
-    def __init__(self, depth=34, base_channels=64, pool_size=1):
+    def __init__(self, depth=34, base_channels=64, pool_size=1, stem_stride=4):
         super().__init__()
         if depth not in _BLOCKS_PER_STAGE:
             raise ValueError(f'ResNet depth must be 18 or 34, got {depth}')
+        if stem_stride not in (1, 2, 4):
+            raise ValueError(f'stem_stride must be 1, 2 or 4, got {stem_stride}')
         self.depth = depth
         self.base_channels = base_channels
-        self.conv1 = nn.Conv2d(3, base_channels, 7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(3, base_channels, 7, stride=min(stem_stride, 2), padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(base_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        # parameter-free either way, so ImageNet weights load whatever the stride
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem_stride == 4 else nn.Identity()
         in_channels = base_channels
         for stage, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth]):
             width = base_channels * 2**stage
@@ -104,6 +109,8 @@ class CQShiftEncoder(nn.Module):
         imagenet_norm (bool): map [-1, 1] RGB input to ImageNet mean/std before the trunk. Default: True.
         pool_size (int): the trunk's output grid (1 = global average pool, as pSp's W encoder; 2 keeps a 2 x 2
             layout for the head, [R] for the toy W+ encoders). Default: 1.
+        stem_stride (int): the trunk stem's downsampling, 4 (torchvision's, default), 2 or 1 ([R] for the toy
+            64-px encoders: see :class:`ResNetTrunk`).
         head_init_std (float): std of the head's initial weights; 0 (default) makes a fresh encoder output
             exactly ``latent_avg``.
 
@@ -112,14 +119,14 @@ class CQShiftEncoder(nn.Module):
     """
 
     def __init__(self, out_size, num_style_feat=512, latent_type='w', depth=34, base_channels=64,
-                 imagenet_path=None, imagenet_norm=True, head_init_std=0.0, pool_size=1):
+                 imagenet_path=None, imagenet_norm=True, head_init_std=0.0, pool_size=1, stem_stride=4):
         super().__init__()
         if latent_type not in ('w', 'wplus'):
             raise ValueError(f"latent_type must be 'w' or 'wplus', got {latent_type!r}")
         self.latent_type = latent_type
         self.num_style_feat = num_style_feat
         self.n_latent = 2 * int(math.log2(out_size)) - 2
-        self.trunk = ResNetTrunk(depth, base_channels, pool_size)
+        self.trunk = ResNetTrunk(depth, base_channels, pool_size, stem_stride)
         if imagenet_path is not None:
             self.trunk.load_imagenet(imagenet_path, option='imagenet_path')
         num_out = num_style_feat * (self.n_latent if latent_type == 'wplus' else 1)

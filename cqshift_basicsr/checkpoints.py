@@ -9,17 +9,121 @@ float32 module needs nothing (``load_state_dict`` copies with a cast); int8 entr
 the expanded weights, not with the float32 ones it was trained as.
 
 :func:`export_checkpoint` and :func:`export_stylegan2_prior` turn a training checkpoint into such a shipped file.
+
+Trust and durability (every checkpoint file goes through these two):
+
+* :func:`load_checkpoint` is the one loader for a file a user names (an option or a command-line argument). It
+  unpickles tensors, containers and numbers only (``torch.load(weights_only=True)``); extra types are allowed only
+  by name (``allowed_globals``, e.g. rosinality's ``argparse.Namespace``). A file that holds anything else is refused
+  with :class:`UntrustedCheckpointError`, before any of its code can run, and every error names the option and the
+  path. Full unpickling (``trust=True``) is reserved for an explicit, documented user flag (the StyleGAN2 converter's
+  ``--trust-checkpoint``); nothing passes it by default.
+* :func:`atomic_save` writes a checkpoint to a temporary file in the target's folder, flushes and fsyncs it, then
+  renames it over the target (``os.replace``): a kill during the write leaves the previous file intact.
 """
 import os
+import pickle
 import re
+import tempfile
+import zipfile
 
 import torch
 
 __all__ = ['compact_state_dict', 'expand_state_dict', 'export_checkpoint', 'export_stylegan2_prior', 'INT8_SUFFIX',
-           'SCALE_SUFFIX']
+           'SCALE_SUFFIX', 'load_checkpoint', 'atomic_save', 'checkpoint_is_complete', 'UntrustedCheckpointError',
+           'CorruptCheckpointError']
 
 INT8_SUFFIX = '.int8'
 SCALE_SUFFIX = '.int8_scale'
+
+
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint holds objects other than tensors and plain containers; it was not unpickled."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file cannot be read (truncated, torn by a killed write, or not a torch file)."""
+
+
+def load_checkpoint(path, option, what='checkpoint', help_text='', allowed_globals=(), map_location='cpu',
+                    trust=False):
+    """``torch.load`` of a file named by ``option`` (a YAML option or a command-line argument), weights only.
+
+    Args:
+        path (str): the file (``~`` is expanded).
+        option (str): the option or argument that named it; every error starts with it.
+        what (str): what the file is, for the errors (e.g. 'StyleGAN2 checkpoint').
+        help_text (str): where users get the file, appended to the missing-file error.
+        allowed_globals (sequence): extra classes the file may hold (``torch.serialization.safe_globals``), e.g.
+            ``[argparse.Namespace]`` for rosinality checkpoints. Never a blanket allowance.
+        map_location: as for ``torch.load``.
+        trust (bool): full unpickling (``weights_only=False``), which can run code stored in the file. Only for an
+            explicit user flag such as ``convert_stylegan2.py --trust-checkpoint``.
+
+    Raises:
+        FileNotFoundError: no such file. UntrustedCheckpointError: the file holds other objects (nothing of it ran).
+        CorruptCheckpointError: the file is truncated or not a torch checkpoint.
+    """
+    if not path or not os.path.isfile(os.path.expanduser(os.fspath(path))):
+        raise FileNotFoundError(f'{option}: {what} {path!r} does not exist.' + (f' {help_text}' if help_text else ''))
+    path = os.path.expanduser(os.fspath(path))
+    try:
+        if trust:
+            return torch.load(path, map_location=map_location, weights_only=False)  # only behind an explicit flag
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if 'weights only' not in str(error).lower():  # e.g. "pickle data was truncated"
+            raise CorruptCheckpointError(f'{option}: {what} {path!r} cannot be read (truncated or not a torch '
+                                         f'checkpoint): {str(error).splitlines()[0] if str(error) else ""}') from error
+        allowed = ', '.join(f'{g.__module__}.{g.__qualname__}' for g in allowed_globals)
+        found = [line for line in str(error).splitlines() if 'Unsupported global' in line]
+        raise UntrustedCheckpointError(
+            f'{option}: {path!r} holds objects other than tensors' + (f' (and {allowed})' if allowed else '') +
+            '; it is not loaded, since unpickling them could run code. Save its state_dict instead'
+            + (f' ({found[0].strip()})' if found else '') + '.') from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, IndexError) as error:
+        raise CorruptCheckpointError(f'{option}: {what} {path!r} cannot be read (truncated by an interrupted write, '
+                                     f'or not a torch checkpoint): {str(error).splitlines()[0] if str(error) else ""}'
+                                     ) from error
+
+
+def checkpoint_is_complete(path):
+    """Cheap integrity check of a torch zip checkpoint: the file exists and its zip directory reads (a write cut
+    short has none). Does not unpickle anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def atomic_save(obj, path):
+    """``torch.save(obj, path)`` that never leaves a torn file: write a temporary file in the same folder, flush,
+    fsync, then ``os.replace`` it over ``path`` (and fsync the folder where the platform allows)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows: folders cannot be opened
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
 
 
 def compact_state_dict(state, int8=False):
@@ -61,9 +165,9 @@ def expand_state_dict(state):
 def export_checkpoint(source, param_key, target, int8=False):
     """Ship one parameter set of a training checkpoint (state dicts only) in compact form: float16, or int8 weights
     with per-channel scales (``int8``)."""
-    state = torch.load(source, map_location='cpu', weights_only=True)
+    state = load_checkpoint(source, 'source checkpoint')
     state = state[param_key] if param_key in state else state
-    torch.save({param_key: compact_state_dict(state, int8=int8)}, target)
+    atomic_save({param_key: compact_state_dict(state, int8=int8)}, target)
     print(f'    {source} [{param_key}] -> {target} ({os.path.getsize(target) / 2**20:.1f} MB)')
 
 
@@ -74,10 +178,10 @@ def export_stylegan2_prior(checkpoint, output):
     (deterministic output); on the toy prior their learned strengths stamp the same speckle texture on every face,
     while without them the faces are clean.
     """
-    state = torch.load(checkpoint, map_location='cpu', weights_only=True)['params_ema']
+    state = load_checkpoint(checkpoint, 'checkpoint')['params_ema']
     for key, value in state.items():
         if re.fullmatch(r'style_conv1\.weight|style_convs\.\d+\.weight', key):  # NoiseInjection strengths
             value.zero_()
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    torch.save({'params_ema': state}, output)
+    atomic_save({'params_ema': state}, output)
     print(f'    exported {checkpoint} [params_ema] -> {output}')

@@ -18,11 +18,32 @@ the tests do). Each fix is small, documented, and has a test in ``tests/test_com
    ``torchrun`` environment (LOCAL_RANK), and wraps CPU models without ``device_ids``.
 5. ``--local-rank``: ``torch.distributed.launch`` passes ``--local-rank=N`` (torch >= 2.0); basicsr's parser only
    knows ``--local_rank``. :func:`normalize_argv` translates it.
+
+Trust and durability (issue 8; tested in ``tests/test_trust_checkpoints.py`` and ``tests/test_trust_resume.py``):
+
+6. No pickled code: every file basicsr/gfpgan/torchvision load on our behalf goes through
+   :func:`cqshift_basicsr.checkpoints.load_checkpoint` (``weights_only=True``): ``BaseModel.load_network`` (its error
+   names the ``path.pretrain_network_<x>`` option), the resume state, gfpgan's ``decoder_load_path``, basicsr's local
+   VGG19 file and torchvision's hub-cache weights.
+7. Atomic checkpoints: ``BaseModel.save_network`` and ``save_training_state`` write through
+   :func:`cqshift_basicsr.checkpoints.atomic_save` (temporary file, fsync, rename); a save that fails three times
+   raises instead of being ignored. The ``.state`` also records the network files saved with it, the RNG states
+   (torch, CUDA, numpy, python ``random``; one set per rank) and the sampler's position (epoch, batches done).
+8. Verified ``--auto_resume``: the newest state whose file loads and whose network files are complete is used; torn
+   ones are skipped with a warning. With ``--auto_resume`` the experiment folder is never archived.
+9. Exact continuation: on resume the train sampler skips the batches of the interrupted epoch already trained on, and
+   the RNG states are restored just before the first batch is drawn, so a resumed run continues the sequence of the
+   run it replaces (exactly with ``num_worker_per_gpu: 0``; with worker processes the data order is the same but the
+   workers' augmentation RNG restarts). Validation runs on a forked RNG, so it does not shift the training sequence.
 """
 import os
+import random
 import sys
+import time
 import types
+import warnings
 
+import numpy as np
 import torch
 
 
@@ -45,20 +66,78 @@ def install_functional_tensor_shim():
 
 install_functional_tensor_shim()
 
-import basicsr.models.base_model as _base_model  # noqa: E402  (needs the shim above)
+import basicsr.data.data_sampler as _data_sampler  # noqa: E402  (needs the shim above)
+import basicsr.models.base_model as _base_model  # noqa: E402
 import basicsr.train as _basicsr_train  # noqa: E402
 import basicsr.utils.options as _basicsr_options  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from basicsr.utils import check_resume, scandir  # noqa: E402
+from basicsr.utils import check_resume, get_root_logger, scandir  # noqa: E402
+from basicsr.utils.dist_util import get_dist_info, master_only  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from cqshift_basicsr.checkpoints import (CorruptCheckpointError, UntrustedCheckpointError,  # noqa: E402
+                                         atomic_save, checkpoint_is_complete, load_checkpoint)
+
+# State of the current training run, shared by the pipeline hooks below (one train_pipeline per process).
+_RUN = {}
+
+
+def _reset_run(**values):
+    _RUN.clear()
+    _RUN.update(sampler=None, batch_size=None, seed=None, iter=0, auto_resume=False, notes=[])
+    _RUN.update(values)
+
+
+_reset_run()
+
+
+def _state_files(state_dir):
+    """``<iter>.state`` paths in ``state_dir``, newest (highest iteration) first."""
+    if not os.path.isdir(state_dir):
+        return []
+    found = []
+    for name in scandir(state_dir, suffix='.state', recursive=False):
+        try:
+            found.append((int(float(name[:-len('.state')])), os.path.join(state_dir, name)))
+        except ValueError:
+            continue
+    return [path for _, path in sorted(found, reverse=True)]
 
 
 def find_latest_state(state_dir):
-    """Path of the ``<iter>.state`` file with the highest iteration in ``state_dir``, or None."""
-    if not os.path.isdir(state_dir):
-        return None
-    iters = [int(float(f[:-len('.state')])) for f in scandir(state_dir, suffix='.state', recursive=False)]
-    return os.path.join(state_dir, f'{max(iters)}.state') if iters else None
+    """Path of the ``<iter>.state`` file with the highest iteration in ``state_dir``, or None (not verified: see
+    :func:`find_resumable_state`)."""
+    files = _state_files(state_dir)
+    return files[0] if files else None
+
+
+def _warn(message):
+    """Warn before basicsr's logger exists (it must not be created before the log file is known); the message is
+    also written to the run's log when the model resumes."""
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    _RUN['notes'].append(message)
+
+
+def find_resumable_state(opt):
+    """``(path, state)`` of the newest training state that loads and whose network files (recorded in the state)
+    are complete; torn or incomplete ones are skipped with a warning. ``(None, None)`` when there is none."""
+    models_dir = opt['path'].get('models', '')
+    for path in _state_files(opt['path']['training_states']):
+        try:
+            state = load_checkpoint(path, 'path.resume_state (--auto_resume)', what='training state',
+                                    map_location=state_map_location(opt))
+        except (CorruptCheckpointError, UntrustedCheckpointError) as error:
+            _warn(f'--auto_resume: skipping {path}: {error}')
+            continue
+        if not isinstance(state, dict) or 'iter' not in state:
+            _warn(f'--auto_resume: skipping {path}: not a basicsr training state.')
+            continue
+        missing = [f for f in state.get('networks', []) if not checkpoint_is_complete(os.path.join(models_dir, f))]
+        if missing:
+            _warn(f'--auto_resume: skipping {path}: its network files {missing} in {models_dir} are missing or torn.')
+            continue
+        return path, state
+    return None, None
 
 
 def state_map_location(opt):
@@ -69,20 +148,20 @@ def state_map_location(opt):
 
 
 def load_resume_state(opt):
-    """Fixes 2 and 3: basicsr's ``load_resume_state`` with the state folder under the experiment root and a
-    device-aware map location."""
+    """Fixes 2, 3 and 8: basicsr's ``load_resume_state`` with the state folder under the experiment root, a
+    device-aware map location, weights-only loading and (``--auto_resume``) the newest state that is intact."""
+    _reset_run(auto_resume=bool(opt.get('auto_resume')))
     if opt['auto_resume']:
-        path = find_latest_state(opt['path']['training_states'])
-        if path is not None:
-            opt['path']['resume_state'] = path
+        path, resume_state = find_resumable_state(opt)
+        if path is None:
+            return None
+        opt['path']['resume_state'] = path
     else:
         path = opt['path'].get('resume_state')
-    if not path:
-        return None
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'path.resume_state: training state {path!r} does not exist.')
-    # basicsr's states hold only tensors, numbers and the schedulers' Counters: safe to load weights-only.
-    resume_state = torch.load(path, map_location=state_map_location(opt), weights_only=True)
+        if not path:
+            return None
+        resume_state = load_checkpoint(path, 'path.resume_state', what='training state',
+                                       map_location=state_map_location(opt))
     pretrained = dict(opt['path'])
     check_resume(opt, resume_state['iter'])
     for key, value in list(opt['path'].items()):
@@ -121,8 +200,302 @@ def normalize_argv(argv):
     return [('--local_rank' + a[len('--local-rank'):]) if a.startswith('--local-rank') else a for a in argv]
 
 
+# ---------------------------------------------------------------------------------------------- 6. no pickled code
+def path_option_name(opt, load_path):
+    """``path.<key>`` of the option whose value is ``load_path`` (how users know which setting named a bad file),
+    else 'checkpoint'."""
+    for key, value in (opt.get('path') or {}).items():
+        if isinstance(value, str) and value == load_path:
+            return f'path.{key}'
+    return 'checkpoint'
+
+
+def load_network(self, net, load_path, strict=True, param_key='params'):
+    """Fix 6: basicsr's ``BaseModel.load_network`` (same behaviour) loading weights only, with errors that name the
+    option and the file."""
+    logger = get_root_logger()
+    net = self.get_bare_model(net)
+    load_net = load_checkpoint(load_path, path_option_name(self.opt, load_path))
+    if param_key is not None:
+        if param_key not in load_net and 'params' in load_net:
+            param_key = 'params'
+            logger.info('Loading: params_ema does not exist, use params.')
+        load_net = load_net[param_key]
+    logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+    load_net = {(k[7:] if k.startswith('module.') else k): v for k, v in load_net.items()}
+    self._print_different_keys_loading(net, load_net, strict)
+    net.load_state_dict(load_net, strict=strict)
+
+
+class _WeightsOnlyTorch(types.ModuleType):
+    """Stands for ``torch`` in a third-party module whose ``torch.load`` reads a user-named file: every other name is
+    torch's own; ``load`` goes through :func:`load_checkpoint` (weights only) and names ``option`` in its errors."""
+
+    def __init__(self, option):
+        super().__init__('torch')
+        self._option = option
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    def load(self, f, map_location=None, **kwargs):  # noqa: ARG002  (weights_only and pickle options are ours)
+        return load_checkpoint(f, self._option, map_location=map_location if map_location is not None else 'cpu')
+
+
+def install_weights_only_loads():
+    """Fix 6 for files third-party code loads for our runners: gfpgan's ``decoder_load_path``, basicsr's local VGG19
+    file, and torchvision's hub-cache weights (``load_state_dict_from_url`` defaults to ``weights_only=False``)."""
+    import basicsr.archs.vgg_arch as vgg_arch
+    vgg_arch.torch = _WeightsOnlyTorch(f'basicsr VGGFeatureExtractor weights ({vgg_arch.VGG_PRETRAIN_PATH})')
+    try:
+        import gfpgan.archs.gfpgan_bilinear_arch as gfpgan_bilinear
+        import gfpgan.archs.gfpganv1_arch as gfpganv1
+        import gfpgan.archs.gfpganv1_clean_arch as gfpganv1_clean
+    except ImportError:  # gfpgan is optional for this module
+        pass
+    else:
+        for module in (gfpganv1_clean, gfpganv1, gfpgan_bilinear):
+            module.torch = _WeightsOnlyTorch('network_g.decoder_load_path')
+    import torchvision.models._api as tv_api
+    if not getattr(tv_api.load_state_dict_from_url, '_cqshift_weights_only', False):
+        original = tv_api.load_state_dict_from_url
+
+        def load_state_dict_from_url(*args, **kwargs):
+            kwargs['weights_only'] = True
+            return original(*args, **kwargs)
+
+        load_state_dict_from_url._cqshift_weights_only = True
+        tv_api.load_state_dict_from_url = load_state_dict_from_url
+
+
+# ------------------------------------------------------------------------------------------ 7. atomic checkpoints
+def _save_with_retries(obj, path, what):
+    """:func:`atomic_save`, retried three times (basicsr retries too); raises if all fail (basicsr ignored it)."""
+    for attempt in range(3):
+        try:
+            atomic_save(obj, path)
+            return
+        except OSError as error:
+            get_root_logger().warning(f'Saving {what} {path} failed: {error}; {2 - attempt} retries left.')
+            if attempt == 2:
+                raise
+            time.sleep(1)
+
+
+@master_only
+def save_network(self, net, net_label, current_iter, param_key='params'):
+    """Fix 7: basicsr's ``BaseModel.save_network`` (same file and content) written atomically; the file name is
+    remembered for the training state of the same iteration."""
+    if current_iter == -1:
+        current_iter = 'latest'
+    save_filename = f'{net_label}_{current_iter}.pth'
+    save_path = os.path.join(self.opt['path']['models'], save_filename)
+    nets = net if isinstance(net, list) else [net]
+    param_keys = param_key if isinstance(param_key, list) else [param_key]
+    assert len(nets) == len(param_keys), 'The lengths of net and param_key should be the same.'
+    save_dict = {}
+    for net_, param_key_ in zip(nets, param_keys):
+        state_dict = self.get_bare_model(net_).state_dict()
+        save_dict[param_key_] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state_dict.items()}
+    _save_with_retries(save_dict, save_path, 'network')
+    saved = getattr(self, '_cqshift_saved_networks', None)
+    if saved is None or saved[0] != current_iter:
+        saved = self._cqshift_saved_networks = (current_iter, [])
+    if save_filename not in saved[1]:
+        saved[1].append(save_filename)
+
+
+def capture_rng_state():
+    """This process's RNG states (torch CPU, CUDA when initialised, numpy, python ``random``) as tensors and numbers,
+    which load with ``weights_only=True``."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        'torch': torch.get_rng_state(),
+        'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)), 'pos': int(np_state[2]),
+                  'has_gauss': int(np_state[3]), 'cached_gaussian': float(np_state[4])},
+        'python': {'version': int(py_state[0]), 'state': torch.tensor(py_state[1], dtype=torch.int64),
+                   'gauss_next': py_state[2]},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state):
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state['torch'].cpu())
+    numpy_state = state['numpy']
+    np.random.set_state(('MT19937', numpy_state['keys'].cpu().numpy().astype(np.uint32), numpy_state['pos'],
+                         numpy_state['has_gauss'], numpy_state['cached_gaussian']))
+    python_state = state['python']
+    random.setstate((python_state['version'], tuple(int(v) for v in python_state['state'].tolist()),
+                     python_state['gauss_next']))
+    if 'cuda' in state and torch.cuda.is_available() and len(state['cuda']) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
+
+
+def _gather_rng_states():
+    """Every rank's RNG states (rank order); called on all ranks."""
+    state = capture_rng_state()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, state)
+        return gathered
+    return [state]
+
+
+def save_training_state(self, epoch, current_iter):
+    """Fix 7: basicsr's ``BaseModel.save_training_state`` written atomically, plus the network files saved for this
+    iteration (``networks``), every rank's RNG states (``rng``) and the train sampler's position (``sampler``).
+    Called on every rank (the RNG states are gathered); rank 0 writes."""
+    if current_iter == -1:
+        return
+    rng_states = _gather_rng_states()
+    if get_dist_info()[0] != 0:
+        return
+    state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+             'schedulers': [s.state_dict() for s in self.schedulers], 'rng': rng_states}
+    saved = getattr(self, '_cqshift_saved_networks', None)
+    if saved is not None and saved[0] == current_iter:
+        state['networks'] = list(saved[1])
+    sampler = _RUN.get('sampler')
+    if sampler is not None:
+        batches_done = current_iter - getattr(sampler, '_cqshift_epoch_start_iter', current_iter)
+        state['sampler'] = {'epoch': epoch, 'batches_done': batches_done,
+                            'samples_done': batches_done * (_RUN['batch_size'] or 0), 'seed': _RUN['seed']}
+    save_path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
+    _save_with_retries(state, save_path, 'training state')
+
+
+# ------------------------------------------------------------------------------------ 8/9. verified, exact resume
+def resume_training(self, resume_state):
+    """basicsr's ``resume_training`` (optimizers, schedulers), then arms the train sampler to skip the interrupted
+    epoch's trained batches and to restore this rank's RNG states just before the first batch is drawn."""
+    _original_resume_training(self, resume_state)
+    logger = get_root_logger()
+    for note in _RUN['notes']:
+        logger.warning(note)
+    _RUN['iter'] = resume_state['iter']
+    sampler = _RUN.get('sampler')
+    position = resume_state.get('sampler')
+    rng_states = resume_state.get('rng')
+    rank, world_size = get_dist_info()
+    rng = None
+    if rng_states:
+        if len(rng_states) == world_size:
+            rng = rng_states[rank]
+        else:
+            logger.warning(f'The resume state holds the RNG states of {len(rng_states)} ranks, this run has '
+                           f'{world_size}: the random sequence restarts from the seed.')
+    if sampler is None:
+        if rng is not None:
+            restore_rng_state(rng)
+        return
+    plan = {'epoch': resume_state['epoch'], 'skip': 0, 'rng': rng, 'armed': False,
+            'epoch_start_iter': resume_state['iter']}
+    if position is not None and position.get('epoch') == resume_state['epoch']:
+        plan['skip'] = int(position['samples_done'])
+        plan['epoch_start_iter'] = resume_state['iter'] - int(position['batches_done'])
+        logger.info(f"Resuming inside epoch {position['epoch']}: skipping its {position['batches_done']} trained "
+                    f'batches ({plan["skip"]} samples).')
+    sampler._cqshift_resume = plan
+
+
+def _sampler_set_epoch(self, epoch):
+    self.epoch = epoch
+    plan = getattr(self, '_cqshift_resume', None)
+    if plan is not None and plan['epoch'] == epoch:
+        plan['armed'] = True
+        self._cqshift_epoch_start_iter = plan['epoch_start_iter']
+    else:
+        self._cqshift_epoch_start_iter = _RUN['iter']
+
+
+def _sampler_iter(self):
+    indices = _original_sampler_iter(self)
+    plan = getattr(self, '_cqshift_resume', None)
+    if plan is None or not plan['armed']:
+        return indices
+    del self._cqshift_resume
+    if plan['rng'] is not None:
+        restore_rng_state(plan['rng'])
+    return iter(list(indices)[plan['skip']:])
+
+
+def create_train_val_dataloader(opt, logger):
+    """basicsr's, remembering the train sampler and its per-rank batch size for the training states."""
+    result = _original_create_train_val_dataloader(opt, logger)
+    train_loader, train_sampler = result[0], result[1]
+    _RUN.update(sampler=train_sampler, batch_size=getattr(train_loader, 'batch_size', None),
+                seed=opt.get('manual_seed'))
+    return result
+
+
+def update_learning_rate(self, current_iter, warmup_iter=-1):
+    """basicsr's, recording the iteration (the pipeline calls it once per iteration) for the sampler position."""
+    _RUN['iter'] = current_iter
+    return _original_update_learning_rate(self, current_iter, warmup_iter)
+
+
+def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+    """basicsr's ``BaseModel.validation`` on forked RNGs: validating does not shift the training's random
+    sequence (so a resumed run, which skips the validation before the kill, stays in step)."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() \
+        else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            return _original_validation(self, dataloader, current_iter, tb_logger, save_img)
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
+
+
+def make_exp_dirs(opt):
+    """basicsr's ``make_exp_dirs``, except that with ``--auto_resume`` an existing experiment folder is kept (no
+    ``_archived_`` rename): only its missing sub-folders are created."""
+    root = opt['path'].get('experiments_root')
+    if not (opt.get('auto_resume') and opt.get('is_train') and root and os.path.isdir(root)):
+        return _original_make_exp_dirs(opt)
+    if get_dist_info()[0] != 0:
+        return None
+    for key, path in opt['path'].items():
+        if not any(k in key for k in ('strict_load', 'pretrain_network', 'resume', 'param_key')) and \
+                isinstance(path, str):
+            os.makedirs(path, exist_ok=True)
+    return None
+
+
+def mkdir_and_rename(path):
+    """basicsr's, except that with ``--auto_resume`` an existing folder is kept."""
+    if _RUN.get('auto_resume'):
+        os.makedirs(path, exist_ok=True)
+    else:
+        _original_mkdir_and_rename(path)
+
+
 _original_init_dist = _basicsr_options.init_dist
 _original_model_to_device = _base_model.BaseModel.model_to_device
+_original_resume_training = _base_model.BaseModel.resume_training
+_original_update_learning_rate = _base_model.BaseModel.update_learning_rate
+_original_validation = _base_model.BaseModel.validation
+_original_sampler_iter = _data_sampler.EnlargedSampler.__iter__
+_original_create_train_val_dataloader = _basicsr_train.create_train_val_dataloader
+_original_make_exp_dirs = _basicsr_train.make_exp_dirs
+_original_mkdir_and_rename = _basicsr_train.mkdir_and_rename
 _basicsr_train.load_resume_state = load_resume_state
+_basicsr_train.create_train_val_dataloader = create_train_val_dataloader
+_basicsr_train.make_exp_dirs = make_exp_dirs
+_basicsr_train.mkdir_and_rename = mkdir_and_rename
 _basicsr_options.init_dist = init_dist
 _base_model.BaseModel.model_to_device = model_to_device
+_base_model.BaseModel.load_network = load_network
+_base_model.BaseModel.save_network = save_network
+_base_model.BaseModel.save_training_state = save_training_state
+_base_model.BaseModel.resume_training = resume_training
+_base_model.BaseModel.update_learning_rate = update_learning_rate
+_base_model.BaseModel.validation = validation
+_data_sampler.EnlargedSampler.__iter__ = _sampler_iter
+_data_sampler.EnlargedSampler.set_epoch = _sampler_set_epoch
+install_weights_only_loads()

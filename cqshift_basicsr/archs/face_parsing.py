@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from facexlib.parsing.parsenet import ParseNet
 from torch import nn
 
+from cqshift_basicsr.checkpoints import load_checkpoint
+
 __all__ = [
     'NUM_PARSING_CLASSES', 'PARSENET_DOWNLOAD_HINT', 'build_parsenet', 'load_parsenet', 'labels_to_onehot',
     'logits_to_onehot', 'parse_to_onehot', 'freeze', 'FaceParser'
@@ -87,8 +89,8 @@ def load_parsenet(model_path, in_size=512, out_size=None, option_name='path.pret
             f'Face parser weights not found: {option_name} = {model_path!r}. Set {option_name} to a local copy of '
             f'{PARSENET_DOWNLOAD_HINT}.')
     net = build_parsenet(in_size=in_size, out_size=out_size, **kwargs)
-    # A state dict of tensors only: safe to load weights-only.
-    checkpoint = torch.load(os.path.expanduser(str(model_path)), map_location=map_location, weights_only=True)
+    # A state dict of tensors only: loaded weights-only (a file carrying code is refused, naming the option).
+    checkpoint = load_checkpoint(model_path, option_name, what='face parser weights', map_location=map_location)
     net.load_state_dict(_extract_state_dict(checkpoint), strict=strict)
     return freeze(net)
 

@@ -18,12 +18,12 @@ unchanged and rosinality ``d`` weights only need ``convs.`` -> ``conv_body.`` an
 """
 import argparse
 import math
-import os
-import pickle
 import re
 from collections import OrderedDict
 
 import torch
+
+from cqshift_basicsr.checkpoints import load_checkpoint
 
 __all__ = [
     'STYLEGAN2_WEIGHTS_HELP', 'load_checkpoint_file', 'detect_generator_layout', 'rosinality_to_basicsr_generator',
@@ -40,21 +40,16 @@ STYLEGAN2_WEIGHTS_HELP = (
     'https://github.com/xinntao/BasicSR/releases), which load directly. Nothing is downloaded automatically.')
 
 
-def load_checkpoint_file(path, option='path.pretrain_network_stylegan', help_text=STYLEGAN2_WEIGHTS_HELP):
-    """``torch.load`` on CPU, weights only, with a clear error for a missing or code-carrying file.
+def load_checkpoint_file(path, option='path.pretrain_network_stylegan', help_text=STYLEGAN2_WEIGHTS_HELP, trust=False):
+    """A StyleGAN2 checkpoint through :func:`cqshift_basicsr.checkpoints.load_checkpoint`: on CPU, weights only,
+    with a clear error (naming ``option``) for a missing, torn or code-carrying file.
 
     rosinality checkpoints also pickle the training ``argparse.Namespace`` (``ckpt['args']``): that one type is
-    allowed (``torch.serialization.safe_globals``); any other object is refused, never unpickled.
+    allowed (``torch.serialization.safe_globals``); any other object is refused, never unpickled. ``trust`` (full
+    unpickling) is only for the converter's explicit ``--trust-checkpoint`` flag.
     """
-    if not path or not os.path.isfile(path):
-        raise FileNotFoundError(f'{option}: StyleGAN2 checkpoint {path!r} does not exist. {help_text}')
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(f'{option}: {path!r} holds objects other than tensors (and rosinality\'s argparse '
-                         f'Namespace); it is not loaded, since unpickling them could run code. Save its state_dict '
-                         f'instead. ({str(error).splitlines()[0]})') from error
+    return load_checkpoint(path, option, what='StyleGAN2 checkpoint', help_text=help_text,
+                           allowed_globals=[argparse.Namespace], trust=trust)
 
 
 def _strip_module_prefix(state_dict):

@@ -17,6 +17,8 @@ from basicsr.utils import get_root_logger
 from torch import nn
 from torchvision.models import vgg as tv_vgg
 
+from cqshift_basicsr.checkpoints import load_checkpoint
+
 __all__ = ['VGG19_DOWNLOAD_HINT', 'VGG19FeatureExtractor']
 
 VGG19_DOWNLOAD_HINT = ('torchvision\'s ImageNet VGG19 weights "vgg19-dcbb9e9d.pth": '
@@ -71,8 +73,8 @@ class VGG19FeatureExtractor(nn.Module):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f'VGG19 weights not found: {option_name} = {vgg_path!r}. Set {option_name} '
                                         f'to a local copy of {VGG19_DOWNLOAD_HINT}.')
-            # A plain state dict of tensors: safe to load weights-only.
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+            # A plain state dict of tensors: loaded weights-only (a file carrying code is refused, naming the option).
+            checkpoint = load_checkpoint(path, option_name, what='VGG19 weights')
             features.load_state_dict(_features_state_dict(checkpoint), strict=True)
         elif allow_random_vgg:
             # torchvision's VGG init (make_layers alone keeps PyTorch's default, whose activations vanish by conv5).

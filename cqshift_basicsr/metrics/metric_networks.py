@@ -17,13 +17,12 @@ a file (e.g. LPIPS with a random backbone).
 """
 import contextlib
 import os
-import pickle
 import threading
 
 import numpy as np
 import torch
 
-from cqshift_basicsr.checkpoints import expand_state_dict
+from cqshift_basicsr.checkpoints import expand_state_dict, load_checkpoint
 
 __all__ = [
     'get_metric_network', 'register_metric_network', 'unregister_metric_network', 'injected_metric_network',
@@ -84,11 +83,7 @@ def require_weights_file(path, option, metric, how_to_obtain):
 def load_state_dict_file(path, option='weights'):
     """Load a state dict saved by torch (plain, BasicSR ``{'params'|'params_ema': ...}`` or ``{'state_dict': ...}``),
     tensors only (``weights_only=True``), on the CPU, with DataParallel's ``module.`` prefixes removed."""
-    try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(f'option `{option}`: {path!r} holds objects other than tensors; save the network\'s '
-                         f'state_dict() instead ({error.__class__.__name__}).') from error
+    state = load_checkpoint(path, f'option `{option}`', what='weights file')  # weights only: no pickled code runs
     for container_key in ('params_ema', 'params', 'state_dict', 'model'):
         if isinstance(state, dict) and isinstance(state.get(container_key), dict):
             state = state[container_key]

@@ -17,6 +17,8 @@ from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from tqdm import tqdm
 
+from cqshift_basicsr.checkpoints import load_checkpoint
+from cqshift_basicsr.compat import path_option_name
 from cqshift_basicsr.results import records_test_metrics
 
 __all__ = ['FaceBaseModel', 'set_requires_grad', 'to_signed', 'to_unit']
@@ -90,11 +92,10 @@ class FaceBaseModel(BaseModel):
 
     def load_network(self, net, load_path, strict=True, param_key='params', option=None):
         """basicsr's ``load_network`` with errors that name the file, the option and the keys."""
-        what = f'{option}: ' if option else ''
-        if not osp.isfile(load_path):
-            raise FileNotFoundError(f'{what}checkpoint {load_path!r} does not exist.')
-        # Our checkpoints hold state dicts only.
-        checkpoint = torch.load(load_path, map_location='cpu', weights_only=True)
+        option = option or path_option_name(self.opt, load_path)
+        what = f'{option}: '
+        # Our checkpoints hold state dicts only: weights-only loading, refusing anything that could run code.
+        checkpoint = load_checkpoint(load_path, option)
         if param_key is not None:
             if param_key not in checkpoint:
                 fallback = 'params' if 'params' in checkpoint else None

@@ -35,7 +35,12 @@ Trust and durability (issue 8; tested in ``tests/test_trust_checkpoints.py`` and
    the RNG states are restored just before the first batch is drawn, so a resumed run continues the sequence of the
    run it replaces (exactly with ``num_worker_per_gpu: 0``; with worker processes the data order is the same but the
    workers' augmentation RNG restarts). Validation runs on a forked RNG, so it does not shift the training sequence.
+10. Non-finite losses (``tests/test_trust_nonfinite.py``): in a training run an optimizer step whose gradients are
+    not finite is skipped; an iteration with a skipped step or a non-finite logged loss is counted and logged, and
+    ``train.max_nonfinite_steps`` (default 10) such iterations in a row stop training with a clear error. A network
+    with non-finite weights is never saved.
 """
+import math
 import os
 import random
 import sys
@@ -297,6 +302,12 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
     for net_, param_key_ in zip(nets, param_keys):
         state_dict = self.get_bare_model(net_).state_dict()
         save_dict[param_key_] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state_dict.items()}
+    bad = [f'{k}.{name}' for k, sd in save_dict.items() for name, v in sd.items()
+           if torch.is_floating_point(v) and not torch.isfinite(v).all()]
+    if bad:
+        raise RuntimeError(f'Not saving {save_path}: {net_label} has non-finite weights ({bad[:5]}); the previous '
+                           'checkpoints are kept. Training diverged: lower the learning rates or resume from an '
+                           'earlier state.')
     _save_with_retries(save_dict, save_path, 'network')
     saved = getattr(self, '_cqshift_saved_networks', None)
     if saved is None or saved[0] != current_iter:
@@ -475,7 +486,74 @@ def mkdir_and_rename(path):
         _original_mkdir_and_rename(path)
 
 
+# ------------------------------------------------------------------------------------------ 10. non-finite losses
+def _all_finite(tensors):
+    tensors = [t for t in tensors if t is not None]
+    return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def install_nonfinite_guard(model):
+    """Fix 10 on a built training model: each optimizer's ``step`` is skipped when its gradients are not finite; after
+    each ``optimize_parameters`` an iteration with a skipped step or a non-finite logged loss is counted and logged,
+    and ``train.max_nonfinite_steps`` (default 10) in a row raise. Counters: ``model.nonfinite_iters`` (total) and
+    ``model.nonfinite_in_row``."""
+    if getattr(model, '_cqshift_nonfinite_guard', False):
+        return model
+    limit = int((model.opt.get('train') or {}).get('max_nonfinite_steps', 10))
+    skipped = []
+    model.nonfinite_iters, model.nonfinite_in_row = 0, 0
+
+    def guard_step(optimizer, index):
+        original_step = optimizer.step
+
+        def step(self, *args, **kwargs):
+            if not _all_finite([p.grad for group in self.param_groups for p in group['params']]):
+                skipped.append(index)
+                return None
+            return original_step(*args, **kwargs)
+
+        # a bound method, as LR schedulers expect; it calls theirs, so keep their "step is tracked" mark
+        step._wrapped_by_lr_sched = getattr(original_step, '_wrapped_by_lr_sched', False)
+        optimizer.step = types.MethodType(step, optimizer)
+
+    for index, optimizer in enumerate(model.optimizers):
+        guard_step(optimizer, index)
+    original_optimize = model.optimize_parameters
+
+    def optimize_parameters(current_iter):
+        skipped.clear()
+        result = original_optimize(current_iter)
+        bad_losses = [k for k, v in (getattr(model, 'log_dict', None) or {}).items()
+                      if isinstance(v, (int, float, torch.Tensor)) and not math.isfinite(float(v))]
+        if not skipped and not bad_losses:
+            model.nonfinite_in_row = 0
+            return result
+        model.nonfinite_iters += 1
+        model.nonfinite_in_row += 1
+        get_root_logger().warning(
+            f'iter {current_iter}: non-finite loss {bad_losses or "(gradients)"}; skipped the step of optimizer(s) '
+            f'{sorted(set(skipped))} ({model.nonfinite_iters} such iterations so far, {model.nonfinite_in_row} in '
+            f'a row; the limit is train.max_nonfinite_steps = {limit}).')
+        if model.nonfinite_in_row >= limit:
+            raise RuntimeError(
+                f'Training stopped at iter {current_iter}: {model.nonfinite_in_row} iterations in a row had non-finite '
+                f'losses {bad_losses} (limit train.max_nonfinite_steps = {limit}). The weights were not updated by '
+                'those steps; resume from the last checkpoint with lower learning rates or check the data.')
+        return result
+
+    model.optimize_parameters = optimize_parameters
+    model._cqshift_nonfinite_guard = True
+    return model
+
+
+def build_model(opt):
+    """basicsr's ``build_model`` for the train pipeline, with the non-finite guard (fix 10) installed."""
+    model = _original_build_model(opt)
+    return install_nonfinite_guard(model) if opt.get('is_train') and hasattr(model, 'optimizers') else model
+
+
 _original_init_dist = _basicsr_options.init_dist
+_original_build_model = _basicsr_train.build_model
 _original_model_to_device = _base_model.BaseModel.model_to_device
 _original_resume_training = _base_model.BaseModel.resume_training
 _original_update_learning_rate = _base_model.BaseModel.update_learning_rate
@@ -485,6 +563,7 @@ _original_create_train_val_dataloader = _basicsr_train.create_train_val_dataload
 _original_make_exp_dirs = _basicsr_train.make_exp_dirs
 _original_mkdir_and_rename = _basicsr_train.mkdir_and_rename
 _basicsr_train.load_resume_state = load_resume_state
+_basicsr_train.build_model = build_model
 _basicsr_train.create_train_val_dataloader = create_train_val_dataloader
 _basicsr_train.make_exp_dirs = make_exp_dirs
 _basicsr_train.mkdir_and_rename = mkdir_and_rename

@@ -127,12 +127,18 @@ def atomic_save(obj, path):
 
 
 def compact_state_dict(state, int8=False):
-    """float tensors -> float16; with ``int8``, weights of 2+ dims -> int8 with a per-output-channel scale."""
+    """float tensors -> float16; with ``int8``, weights of 2+ dims -> int8 with a per-output-channel scale.
+
+    ``int8`` is a bool (every weight) or a sequence of key prefixes (only the weights under them, e.g. a
+    restorer's encoders while its generator stays float16).
+    """
+    prefixes = tuple(int8) if isinstance(int8, (list, tuple)) else None
     compact = {}
     for key, value in state.items():
+        quantise = bool(int8) and (prefixes is None or key.startswith(prefixes))
         if not torch.is_floating_point(value):
             compact[key] = value.clone()
-        elif int8 and value.dim() >= 2:
+        elif quantise and value.dim() >= 2:
             flat = value.detach().float().flatten(1)
             scale = flat.abs().amax(1).clamp_min(1e-12) / 127
             compact[key + INT8_SUFFIX] = torch.round(flat / scale[:, None]).to(torch.int8).view_as(value)
@@ -164,7 +170,7 @@ def expand_state_dict(state):
 
 def export_checkpoint(source, param_key, target, int8=False):
     """Ship one parameter set of a training checkpoint (state dicts only) in compact form: float16, or int8 weights
-    with per-channel scales (``int8``)."""
+    with per-channel scales (``int8``: True, or the key prefixes to quantise; see :func:`compact_state_dict`)."""
     state = load_checkpoint(source, 'source checkpoint')
     state = state[param_key] if param_key in state else state
     atomic_save({param_key: compact_state_dict(state, int8=int8)}, target)

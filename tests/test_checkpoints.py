@@ -25,6 +25,14 @@ def test_half_and_int8_round_trip_within_their_precision(tmp_path):
         expand_state_dict({'w.int8': compact['conv.weight.int8']})
 
 
+def test_int8_only_under_the_given_prefixes():
+    state = {'encoder.conv.weight': torch.randn(8, 4, 3, 3), 'generator.conv.weight': torch.randn(8, 4, 3, 3)}
+    compact = compact_state_dict(state, int8=('encoder.', ))
+    assert compact['encoder.conv.weight.int8'].dtype == torch.int8
+    assert compact['generator.conv.weight'].dtype == torch.float16 and 'generator.conv.weight.int8' not in compact
+    assert set(expand_state_dict(compact)) == set(state)
+
+
 def test_int8_arcface_file_loads_and_embeds_like_the_original(tmp_path):
     torch.manual_seed(0)
     net = ResNetArcFace('IRBlock', [1, 1, 1, 1], use_se=False).eval()

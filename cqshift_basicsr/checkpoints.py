@@ -68,8 +68,8 @@ def load_checkpoint(path, option, what='checkpoint', help_text='', allowed_globa
         raise FileNotFoundError(f'{option}: {what} {path!r} does not exist.' + (f' {help_text}' if help_text else ''))
     path = os.path.expanduser(os.fspath(path))
     try:
-        if trust:
-            return torch.load(path, map_location=map_location, weights_only=False)  # only behind an explicit flag
+        if trust:  # only the converter's --trust-checkpoint passes it
+            return torch.load(path, map_location=map_location, weights_only=False)  # trusted file, explicit flag only
         with torch.serialization.safe_globals(list(allowed_globals)):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

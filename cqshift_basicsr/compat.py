@@ -249,7 +249,7 @@ class _WeightsOnlyTorch(types.ModuleType):
 
 def install_weights_only_loads():
     """Fix 6 for files third-party code loads for our runners: gfpgan's ``decoder_load_path``, basicsr's local VGG19
-    file, and torchvision's hub-cache weights (``load_state_dict_from_url`` defaults to ``weights_only=False``)."""
+    file, and torchvision's hub-cache weights (``load_state_dict_from_url`` unpickles in full by default)."""
     import basicsr.archs.vgg_arch as vgg_arch
     vgg_arch.torch = _WeightsOnlyTorch(f'basicsr VGGFeatureExtractor weights ({vgg_arch.VGG_PRETRAIN_PATH})')
     try:

@@ -72,7 +72,7 @@ def main(argv=None):
     parser.add_argument('--narrow', type=float, default=1.0)
     parser.add_argument('--lr-mlp', type=float, default=0.01, help="mapping net's lr multiplier (StyleGAN2: 0.01)")
     parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of --input (torch.load weights_only=False). Unpickling runs any '
+                        help='allow full unpickling of --input (not weights-only). Unpickling runs any '
                         'code the file carries: only for a file from a source you trust. Without it, a file holding '
                         'objects other than tensors (and rosinality\'s argparse.Namespace) is refused.')
     args = parser.parse_args(argv)

@@ -26,11 +26,12 @@ import pickle
 import re
 import tempfile
 import zipfile
+from collections import OrderedDict
 
 import torch
 
 __all__ = ['compact_state_dict', 'expand_state_dict', 'export_checkpoint', 'export_stylegan2_prior', 'INT8_SUFFIX',
-           'SCALE_SUFFIX', 'load_checkpoint', 'atomic_save', 'checkpoint_is_complete', 'UntrustedCheckpointError',
+           'SCALE_SUFFIX', 'load_checkpoint', 'strip_module_prefix', 'atomic_save', 'checkpoint_is_complete', 'UntrustedCheckpointError',
            'CorruptCheckpointError']
 
 INT8_SUFFIX = '.int8'
@@ -124,6 +125,11 @@ def atomic_save(obj, path):
         pass
     finally:
         os.close(dir_fd)
+
+
+def strip_module_prefix(state_dict):
+    """The state dict with (Distributed)DataParallel's ``module.`` key prefixes removed."""
+    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state_dict.items())
 
 
 def compact_state_dict(state, int8=False):

@@ -81,7 +81,8 @@ from basicsr.utils.dist_util import get_dist_info, master_only  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from cqshift_basicsr.checkpoints import (CorruptCheckpointError, UntrustedCheckpointError,  # noqa: E402
-                                         atomic_save, checkpoint_is_complete, load_checkpoint)
+                                         atomic_save, checkpoint_is_complete, load_checkpoint,
+                                         strip_module_prefix)
 
 # State of the current training run, shared by the pipeline hooks below (one train_pipeline per process).
 _RUN = {}
@@ -107,13 +108,6 @@ def _state_files(state_dir):
         except ValueError:
             continue
     return [path for _, path in sorted(found, reverse=True)]
-
-
-def find_latest_state(state_dir):
-    """Path of the ``<iter>.state`` file with the highest iteration in ``state_dir``, or None (not verified: see
-    :func:`find_resumable_state`)."""
-    files = _state_files(state_dir)
-    return files[0] if files else None
 
 
 def _warn(message):
@@ -227,7 +221,7 @@ def load_network(self, net, load_path, strict=True, param_key='params'):
             logger.info('Loading: params_ema does not exist, use params.')
         load_net = load_net[param_key]
     logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
-    load_net = {(k[7:] if k.startswith('module.') else k): v for k, v in load_net.items()}
+    load_net = strip_module_prefix(load_net)
     self._print_different_keys_loading(net, load_net, strict)
     net.load_state_dict(load_net, strict=strict)
 
@@ -301,7 +295,7 @@ def save_network(self, net, net_label, current_iter, param_key='params'):
     save_dict = {}
     for net_, param_key_ in zip(nets, param_keys):
         state_dict = self.get_bare_model(net_).state_dict()
-        save_dict[param_key_] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state_dict.items()}
+        save_dict[param_key_] = {k: v.cpu() for k, v in strip_module_prefix(state_dict).items()}
     bad = [f'{k}.{name}' for k, sd in save_dict.items() for name, v in sd.items()
            if torch.is_floating_point(v) and not torch.isfinite(v).all()]
     if bad:

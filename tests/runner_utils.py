@@ -79,6 +79,18 @@ def srmodel_options(name, gt_dir, lq_dir, total_iter=4, save_freq=2):
         dist_params=dict(backend='gloo', port=29500))
 
 
+def tiny_cqshift_networks(size, feat):
+    """Option dicts of tiny random-weight StyleGAN2 G, E_H, CQShiftNet and D (``network_*`` sections) at
+    ``size`` px with ``feat``-d styles: (G, E, NET, D)."""
+    narrow = dict(channel_multiplier=1, narrow=0.03125)
+    return (dict(type='StyleGAN2GeneratorClean', out_size=size, num_style_feat=feat, num_mlp=2, **narrow),
+            dict(type='CQShiftEncoder', out_size=size, num_style_feat=feat, latent_type='w', depth=18,
+                 base_channels=8),
+            dict(type='CQShiftNet', out_size=size, num_style_feat=feat, num_mlp=2, **narrow, latent_type='w',
+                 encoder_depth=18, encoder_base_channels=8, deg_base_channels=8),
+            dict(type='CQShiftStyleGAN2Discriminator', out_size=size, **narrow))
+
+
 def read_train_log(exp_dir):
     logs = sorted(f for f in os.listdir(exp_dir) if f.startswith('train_') and f.endswith('.log'))
     return [open(os.path.join(exp_dir, f)).read() for f in logs]

@@ -10,15 +10,11 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
-from runner_utils import TEST_PY, TRAIN_PY, cpu_env, read_train_log, run_script, write_yaml
+from runner_utils import (TEST_PY, TRAIN_PY, cpu_env, read_train_log, run_script, tiny_cqshift_networks,
+                          write_yaml)
 
 SIZE, FEAT = 64, 32
-TINY_G = dict(type='StyleGAN2GeneratorClean', out_size=SIZE, num_style_feat=FEAT, num_mlp=2, channel_multiplier=1,
-              narrow=0.03125)
-TINY_E = dict(type='CQShiftEncoder', out_size=SIZE, num_style_feat=FEAT, latent_type='w', depth=18, base_channels=8)
-TINY_NET = dict(type='CQShiftNet', out_size=SIZE, num_style_feat=FEAT, num_mlp=2, channel_multiplier=1,
-                narrow=0.03125, latent_type='w', encoder_depth=18, encoder_base_channels=8, deg_base_channels=8)
-TINY_D = dict(type='CQShiftStyleGAN2Discriminator', out_size=SIZE, channel_multiplier=1, narrow=0.03125)
+TINY_G, TINY_E, TINY_NET, TINY_D = tiny_cqshift_networks(SIZE, FEAT)
 STAGE2_LOSSES = dict(
     gan_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=0.1),
     gan_l_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=0.05),

@@ -15,15 +15,11 @@ from basicsr.models import build_model
 
 from cqshift_basicsr import compat
 from cqshift_basicsr.checkpoints import UntrustedCheckpointError, load_checkpoint
+from runner_utils import tiny_cqshift_networks
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 SIZE, FEAT = 32, 16
-TINY_G = dict(type='StyleGAN2GeneratorClean', out_size=SIZE, num_style_feat=FEAT, num_mlp=2, channel_multiplier=1,
-              narrow=0.03125)
-TINY_E = dict(type='CQShiftEncoder', out_size=SIZE, num_style_feat=FEAT, latent_type='w', depth=18, base_channels=8)
-TINY_NET = dict(type='CQShiftNet', out_size=SIZE, num_style_feat=FEAT, num_mlp=2, channel_multiplier=1,
-                narrow=0.03125, latent_type='w', encoder_depth=18, encoder_base_channels=8, deg_base_channels=8)
-TINY_D = dict(type='CQShiftStyleGAN2Discriminator', out_size=SIZE, channel_multiplier=1, narrow=0.03125)
+TINY_G, TINY_E, TINY_NET, TINY_D = tiny_cqshift_networks(SIZE, FEAT)
 TINY_PARSENET = dict(base_ch=8, res_depth=1, ch_range=[8, 16])
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from facexlib.parsing.parsenet import ParseNet
 from torch import nn
 
-from cqshift_basicsr.checkpoints import load_checkpoint
+from cqshift_basicsr.checkpoints import load_checkpoint, strip_module_prefix
 
 __all__ = [
     'NUM_PARSING_CLASSES', 'PARSENET_DOWNLOAD_HINT', 'build_parsenet', 'load_parsenet', 'labels_to_onehot',
@@ -65,7 +65,7 @@ def _extract_state_dict(checkpoint):
                 checkpoint = checkpoint[key]
                 break
     # Strip a DataParallel/DDP prefix if the file was saved from a wrapped model.
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in checkpoint.items()}
+    return strip_module_prefix(checkpoint)
 
 
 def freeze(net):

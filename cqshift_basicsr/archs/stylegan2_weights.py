@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 import torch
 
-from cqshift_basicsr.checkpoints import load_checkpoint
+from cqshift_basicsr.checkpoints import load_checkpoint, strip_module_prefix
 
 __all__ = [
     'STYLEGAN2_WEIGHTS_HELP', 'load_checkpoint_file', 'detect_generator_layout', 'rosinality_to_basicsr_generator',
@@ -50,10 +50,6 @@ def load_checkpoint_file(path, option='path.pretrain_network_stylegan', help_tex
     """
     return load_checkpoint(path, option, what='StyleGAN2 checkpoint', help_text=help_text,
                            allowed_globals=[argparse.Namespace], trust=trust)
-
-
-def _strip_module_prefix(state_dict):
-    return OrderedDict((k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state_dict.items())
 
 
 def detect_generator_layout(state_dict):
@@ -141,7 +137,7 @@ def extract_generator_state_dict(ckpt, param_key):
 
 def convert_generator_state_dict(state_dict, lr_mlp=0.01):
     """Any supported generator layout -> clean layout; returns (clean_state_dict, detected_layout)."""
-    state_dict = _strip_module_prefix(state_dict)
+    state_dict = strip_module_prefix(state_dict)
     layout = detect_generator_layout(state_dict)
     if layout == 'rosinality':
         state_dict = basicsr_to_clean_generator(rosinality_to_basicsr_generator(state_dict), lr_mlp)
@@ -153,7 +149,7 @@ def convert_generator_state_dict(state_dict, lr_mlp=0.01):
 def convert_discriminator_state_dict(state_dict):
     """rosinality ``Discriminator`` or basicsr ``StyleGAN2Discriminator`` -> our discriminator's layout."""
     out = OrderedDict()
-    for key, value in _strip_module_prefix(state_dict).items():
+    for key, value in strip_module_prefix(state_dict).items():
         if key.endswith('.kernel'):  # rosinality's blur buffers (ours are non-persistent constants)
             continue
         out[re.sub(r'^convs\.', 'conv_body.', key)] = value

@@ -22,7 +22,7 @@ import threading
 import numpy as np
 import torch
 
-from cqshift_basicsr.checkpoints import expand_state_dict, load_checkpoint
+from cqshift_basicsr.checkpoints import expand_state_dict, load_checkpoint, strip_module_prefix
 
 __all__ = [
     'get_metric_network', 'register_metric_network', 'unregister_metric_network', 'injected_metric_network',
@@ -94,7 +94,7 @@ def load_state_dict_file(path, option='weights'):
         state = expand_state_dict(state)  # the compact (float16 / int8) form of shipped checkpoints
     except ValueError as error:
         raise ValueError(f'option `{option}`: {path!r}: {error}') from error
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+    return strip_module_prefix(state)
 
 
 def get_metric_network(kind, path, builder, device, options=None):

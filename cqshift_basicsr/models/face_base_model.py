@@ -17,7 +17,7 @@ from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from tqdm import tqdm
 
-from cqshift_basicsr.checkpoints import expand_state_dict, load_checkpoint
+from cqshift_basicsr.checkpoints import expand_state_dict, load_checkpoint, strip_module_prefix
 from cqshift_basicsr.compat import path_option_name
 from cqshift_basicsr.results import records_test_metrics
 
@@ -105,7 +105,7 @@ class FaceBaseModel(BaseModel):
                 param_key = fallback
             checkpoint = checkpoint[param_key]
         checkpoint = expand_state_dict(checkpoint)  # shipped files are compact (float16 / int8 weights)
-        state = OrderedDict((k[7:] if k.startswith('module.') else k, v) for k, v in checkpoint.items())
+        state = strip_module_prefix(checkpoint)
         bare = self.get_bare_model(net)
         expected = bare.state_dict()
         missing = [k for k in expected if k not in state]

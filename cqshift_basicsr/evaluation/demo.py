@@ -31,11 +31,11 @@ SHOWN = ('iter:', 'Validation', '\t # ', 'Error', 'Traceback', 'Testing', 'End o
          '[benchmark]', '|', '[arcface]', '[parsenet]')
 
 # Checkpoints trained through train.py, in dependency order, for `reproduce`: (shipped file, option file of
-# options/toy/, experiment whose net_g_latest it is, parameter key kept, int8 storage: False or key prefixes;
+# options/toy/, experiment whose net_g_latest it is, parameter key kept, int8 storage: False, True or key prefixes;
 # the encoders' int8 weights change the inversion PSNR on val by < 0.01 dB and keep weights/ under 40 MB).
 TRAINED = (('toy_stylegan2_64.pth', 'train_stage0_toy_stylegan2.yml', 'demo_stage0_toy_stylegan2', 'params_ema',
             False),
-           ('toy_eh.pth', 'train_stage1_toy_encoder.yml', 'demo_stage1_toy_encoder', 'params_ema', ('trunk.', 'head.')),
+           ('toy_eh.pth', 'train_stage1_toy_encoder.yml', 'demo_stage1_toy_encoder', 'params_ema', True),
            ('toy_cqshift.pth', 'train_stage2_toy_cqshift.yml', 'demo_stage2_toy_cqshift', 'params_ema',
             ('encoder.', 'deg_encoder.')),
            ('toy_gfpgan.pth', 'train_toy_gfpgan.yml', 'demo_toy_gfpgan', 'params', False),

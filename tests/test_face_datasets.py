@@ -244,11 +244,13 @@ def write_bad(folder, case):
 @pytest.mark.parametrize('case', ['corrupt', 'empty', 'wrong_size', 'not_square'])
 @pytest.mark.parametrize('dataset_type', ['DegradedFaceDataset', 'UnpairedFaceDataset'])
 def test_bad_files_raise_naming_the_file(toy, case, dataset_type):
+    """Without the start-up scan, reading the item raises (tests/test_bad_images.py covers the scan)."""
     path, _ = write_bad(toy['hq'], case)
     if dataset_type == 'DegradedFaceDataset':
-        opt = degraded_opt(toy['hq'], dataroot_parsing=None, gt_size=SIZE)
+        opt = degraded_opt(toy['hq'], dataroot_parsing=None, gt_size=SIZE, scan_images=False)
     else:
-        opt = unpaired_opt(toy['hq'], dataroot_hq_parsing=None, hq_size=SIZE, dataroot_lq_source=toy['lq'])
+        opt = unpaired_opt(toy['hq'], dataroot_hq_parsing=None, hq_size=SIZE, dataroot_lq_source=toy['lq'],
+                           scan_images=False)
     dataset = build_dataset(opt)
     index = dataset.source.paths.index(path) if hasattr(dataset, 'source') else dataset.hq.paths.index(path)
     with pytest.raises(ValueError, match='id00003_00.png') as error:
@@ -259,7 +261,8 @@ def test_bad_files_raise_naming_the_file(toy, case, dataset_type):
 
 def test_bad_lq_source_file_raises_naming_it(toy):
     write_bad(toy['lq'], 'corrupt')
-    dataset = build_dataset(unpaired_opt(toy['hq'], dataroot_hq_parsing=None, dataroot_lq_source=toy['lq']))
+    dataset = build_dataset(unpaired_opt(toy['hq'], dataroot_hq_parsing=None, dataroot_lq_source=toy['lq'],
+                                         scan_images=False))
     with pytest.raises(ValueError, match='id00003_00.png'):
         for _ in range(30):  # LQ indices are random: one of 3 draws hits the corrupt file
             dataset[0]
@@ -267,7 +270,7 @@ def test_bad_lq_source_file_raises_naming_it(toy):
 
 def test_corrupt_file_in_a_worker_names_the_file(toy):
     write_bad(toy['hq'], 'corrupt')
-    dataset = build_dataset(degraded_opt(toy['hq'], dataroot_parsing=None, gt_size=SIZE))
+    dataset = build_dataset(degraded_opt(toy['hq'], dataroot_parsing=None, gt_size=SIZE, scan_images=False))
     loader = build_dataloader(dataset, dict(phase='train', batch_size_per_gpu=4, num_worker_per_gpu=1), num_gpu=0,
                               seed=0)
     with pytest.raises(ValueError, match='id00003_00.png'):

@@ -7,8 +7,8 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from .degradations import FaceDegradation
-from .face_io import (FaceImageSource, fit_face_size, find_sibling, hflip_parsing, img_to_tensor, load_identities,
-                      make_rng, read_parsing, resolve_meta_json)
+from .face_io import (MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, FaceCheck, FaceImageSource, find_sibling, hflip_parsing,
+                      img_to_tensor, load_identities, make_rng, read_parsing, resolve_meta_json)
 
 __all__ = ['DegradedFaceDataset']
 
@@ -23,10 +23,16 @@ class DegradedFaceDataset(data.Dataset):
         meta_info_file (str, optional): folders only; lines start with image paths relative to ``dataroot_gt``.
         degradation (dict): :class:`FaceDegradation` options, e.g. ``{level: moderate}`` plus explicit overrides.
             Default ``{level: moderate}``.
-        gt_size (int, optional): expected HQ side; default: the first image's size. Must be divisible by the
-            degradation scale.
-        resize_gt (bool): resize faces (and parsing maps) of another size to ``gt_size`` instead of raising.
+        gt_size (int, optional): expected HQ side; default: the most common size among the images (the first
+            image's with ``scan_images: false``). Must be divisible by the degradation scale.
+        resize_gt (bool): resize square faces (and parsing maps) of another size to ``gt_size`` instead of raising.
             Default False.
+        scan_images (bool): read and check every image once at start-up, and report all unusable ones together
+            before the first iteration. Default True; set False for very large sets (each item is still checked
+            when it is read). Conversions and errors: ``face_io``'s docstring (grayscale -> 3 channels, RGBA
+            composited over ``rgba_background``, 16-bit -> 8-bit; an empty, corrupt, truncated or non-square image,
+            or one whose decoder warns, is an error naming the file).
+        min_image_size, max_image_size (int): the smallest and largest side accepted. Default 8 and 4096.
         use_hflip (bool): random horizontal flip (parsing labels swap left/right). Default False.
         mean, std (list, optional): normalise every image tensor; default none -> [0, 1].
         seed (int | None): when set, item i (its degradation and flip) is a fixed function of (seed, i).
@@ -48,9 +54,15 @@ class DegradedFaceDataset(data.Dataset):
         self.source = FaceImageSource(opt.get('dataroot_gt'), opt.get('io_backend'), opt.get('meta_info_file'),
                                       option='dataroot_gt', rgba_background=opt.get('rgba_background', 'white'))
         self.degradation = FaceDegradation.from_opt(opt.get('degradation', {'level': 'moderate'}))
-        self.gt_size = int(opt.get('gt_size') or self.source.image_size())
-        self.degradation.check_size(self.gt_size, self.gt_size)
         self.resize_gt = bool(opt.get('resize_gt', False))
+        check = FaceCheck(size=int(opt['gt_size']) if opt.get('gt_size') else None, resize=self.resize_gt,
+                          resize_option='resize_gt', min_size=int(opt.get('min_image_size', MIN_IMAGE_SIZE)),
+                          max_size=int(opt.get('max_image_size', MAX_IMAGE_SIZE)))
+        self.gt_size = self.source.validate(check, scan=bool(opt.get('scan_images', True)), size_option='gt_size')
+        try:
+            self.degradation.check_size(self.gt_size, self.gt_size)
+        except ValueError as error:
+            raise ValueError(f'gt_size {self.gt_size} ({self.source.size_origin}): {error}') from None
         self.use_hflip = bool(opt.get('use_hflip', False))
         self.mean, self.std = opt.get('mean'), opt.get('std')
         self.seed = opt.get('seed', 0 if opt.get('phase') in ('val', 'test') else None)
@@ -67,7 +79,7 @@ class DegradedFaceDataset(data.Dataset):
     def __getitem__(self, index):
         rng = make_rng(self.seed, index)
         gt_path = self.source.path(index)
-        gt = fit_face_size(self.source.read(index), gt_path, self.gt_size, self.resize_gt, 'resize_gt')
+        gt = self.source.read(index)
         flip = self.use_hflip and rng.random() < 0.5
         if flip:
             gt = np.ascontiguousarray(gt[:, ::-1])

@@ -1,53 +1,184 @@
-"""Shared face-image I/O for the datasets: listing folders/LMDBs, robust decoding, parsing maps, identities, RNGs.
+"""Shared face-image I/O for the datasets and the test-set builder: listing folders/LMDBs, reading and checking
+images, parsing maps, identities, RNGs.
 
-Input conversions (documented, applied to every image the datasets read):
+Every image the datasets (``DegradedFaceDataset``, ``UnpairedFaceDataset``) and the test-set builder read goes
+through :func:`read_face`. Documented conversions:
+
 - grayscale (1 channel) -> 3 equal BGR channels;
 - with an alpha channel (gray+alpha, BGRA) -> composited over a background, white by default
   (``rgba_background: white|black``), alpha dropped;
 - 16-bit -> 8-bit by ``round(v / 257)`` (65535 -> 255);
-- anything else (empty file, undecodable bytes, other bit depths/channel counts, a wrong size without a resize
-  option, a non-square face) raises ``ValueError`` whose message starts with the file path (or LMDB key).
+- a square face of another size -> resized, only where an option asks for it (``resize_gt``, ``resize_hq``,
+  ``resize_lq_source``; real LQ faces and the test-set builder's inputs are always resized).
+
+Everything else raises :class:`BadImageError` (a ``ValueError``) whose message starts with the file path (or
+``<lmdb folder>:<key>``) and states the problem: an empty file, a file that is not an image, a corrupt or
+truncated image (a decoder warning counts: libjpeg's "Corrupt JPEG data" means the pixels are garbage), other
+bit depths/channel counts, a non-square image, a side outside ``[min_image_size, max_image_size]`` (default
+8..4096 px), or a wrong size where no resize option is set. Decoder warnings are captured, never printed.
 """
+import collections
+import dataclasses
+import io
 import json
 import os
 import os.path as osp
+import sys
+import tempfile
+import threading
+import time
+import warnings
 
 import cv2
 import mmcv
 import numpy as np
 import torch
-from basicsr.utils import FileClient, scandir
+from basicsr.utils import FileClient, get_root_logger, scandir
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import normalize
 
 __all__ = [
-    'IMG_EXTENSIONS', 'CELEBAMASK_HQ_CLASSES', 'CELEBAMASK_HQ_FLIP_PAIRS', 'FaceImageSource', 'decode_face',
-    'fit_face_size', 'resize_face', 'read_parsing', 'hflip_parsing', 'load_identities', 'find_sibling',
-    'img_to_tensor', 'make_rng', 'default_meta_json', 'resolve_meta_json'
+    'IMG_EXTENSIONS', 'CELEBAMASK_HQ_CLASSES', 'CELEBAMASK_HQ_FLIP_PAIRS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE',
+    'BadImageError', 'FaceCheck', 'FaceImageSource', 'decode_face', 'read_face', 'read_face_file', 'resize_face',
+    'read_parsing', 'hflip_parsing', 'load_identities', 'find_sibling', 'img_to_tensor', 'make_rng',
+    'default_meta_json', 'resolve_meta_json'
 ]
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-# CelebAMask-HQ label order (as facexlib's ParseNet / PSFRGAN use it).
 # CelebAMask-HQ's 19 classes in the order facexlib's ParseNet (and PSFRGAN) predict them; the toy faces use it too.
 CELEBAMASK_HQ_CLASSES = ('background', 'skin', 'nose', 'eye_g', 'l_eye', 'r_eye', 'l_brow', 'r_brow', 'l_ear', 'r_ear',
                          'mouth', 'u_lip', 'l_lip', 'hair', 'hat', 'ear_r', 'neck_l', 'neck', 'cloth')
 # A horizontal flip turns a left eye/brow/ear into a right one: these labels swap.
 CELEBAMASK_HQ_FLIP_PAIRS = ((4, 5), (6, 7), (8, 9))
 _BACKGROUNDS = {'white': 255.0, 'black': 0.0}
+# Below 8 px there is no face left to restore (the toy faces' x8 LQ is 8 px); aligned-face sets are at most
+# 1024 px, so a side above 4096 is a wrong file (and decoding it costs gigabytes).
+MIN_IMAGE_SIZE = 8
+MAX_IMAGE_SIZE = 4096
+
+
+class BadImageError(ValueError):
+    """An image that cannot be used: the message starts with the file (or LMDB key) and states the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceCheck:
+    """What a face must be: square, each side within ``[min_size, max_size]``, and ``size`` x ``size`` when
+    ``size`` is set (resized to it instead when ``resize``). The ``*_option`` names go into error messages."""
+    size: int = None  # None: any size within the bounds
+    resize: bool = False
+    resize_option: str = 'resize_gt'
+    min_size: int = MIN_IMAGE_SIZE
+    max_size: int = MAX_IMAGE_SIZE
+    min_option: str = '`min_image_size`'
+    max_option: str = '`max_image_size`'
+
+    def problem(self, height, width):
+        """Why a ``height`` x ``width`` image fails this check, or None."""
+        if height != width:
+            return f'image is {height}x{width}, not square; expected aligned faces'
+        if height < self.min_size:
+            return f'image is {height}x{width}, smaller than the minimum side {self.min_size} ({self.min_option})'
+        if height > self.max_size:
+            return f'image is {height}x{width}, larger than the maximum side {self.max_size} ({self.max_option})'
+        if self.size and height != self.size and not self.resize:
+            return (f'image is {height}x{width}, expected {self.size}x{self.size} '
+                    f'(set `{self.resize_option}: true` to resize it)')
+        return None
+
+
+def _header(content, name):
+    """(format, height, width) from the image header, without decoding the pixels."""
+    if content is None:
+        raise BadImageError(f'{name}: not found (missing file or LMDB key).')
+    if len(content) == 0:
+        raise BadImageError(f'{name}: empty file (0 bytes).')
+    try:
+        with warnings.catch_warnings():  # huge sizes are refused below, PIL need not warn about them
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(content)) as image:
+                return image.format, image.height, image.width
+    except UnidentifiedImageError:
+        raise BadImageError(f'{name}: not a readable image (unrecognised format or damaged header; '
+                            f'starts with {bytes(content[:16])!r}).') from None
+    except Image.DecompressionBombError as error:
+        raise BadImageError(f'{name}: image too large ({error}).') from None
+    except Exception as error:  # PIL raises SyntaxError/OSError/struct.error and more for damaged headers
+        raise BadImageError(f'{name}: damaged image header ({type(error).__name__}: {error}).') from None
+
+
+class _StderrCapture:
+    """Redirects file descriptor 2 while a C library decodes: libjpeg, libpng and OpenCV print their warnings
+    ("Corrupt JPEG data: ...") there directly, where neither Python nor cv2's return value reports them.
+
+    fd 2 is process-wide, so another thread's write during a decode would land here too; DataLoader workers are
+    processes, and basicsr's main-process threads do not print.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sink = None
+
+    def decode(self, buffer):
+        """``(cv2.imdecode(buffer, IMREAD_UNCHANGED), what the decoder printed)``."""
+        with self.lock:  # fd 2 is process-wide: one capture at a time
+            try:
+                sys.stderr.flush()  # Python's pending text belongs to the real stderr
+                saved = os.dup(2)
+            except (OSError, ValueError, AttributeError):  # no stderr to redirect: decode uncaptured
+                return cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED), ''
+            if self.sink is None:
+                self.sink = tempfile.TemporaryFile()
+            self.sink.seek(0)
+            self.sink.truncate()
+            os.dup2(self.sink.fileno(), 2)
+            try:
+                img = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            self.sink.seek(0)
+            return img, self.sink.read().decode('utf-8', 'replace').strip()
+
+
+_CAPTURE = _StderrCapture()
+
+
+def _fresh_capture_after_fork():
+    # A forked DataLoader worker must not share the parent's lock state or capture file offset.
+    global _CAPTURE
+    _CAPTURE = _StderrCapture()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_fresh_capture_after_fork)
+
+
+def _decode_raw(content, name):
+    """Decode bytes with cv2 (IMREAD_UNCHANGED), turning a failure or any decoder warning into BadImageError."""
+    fmt, _, _ = _header(content, name)
+    try:
+        img, messages = _CAPTURE.decode(np.frombuffer(content, np.uint8))
+    except cv2.error as error:
+        raise BadImageError(f'{name}: cannot decode the {fmt} image ({error}).') from None
+    said = '; '.join(messages.splitlines()[:3])
+    if img is None:
+        raise BadImageError(f'{name}: cannot decode the {fmt} file: corrupt, truncated or unsupported'
+                            + (f' (decoder: {said}).' if said else '.'))
+    if said:
+        raise BadImageError(f'{name}: corrupt {fmt} file: the decoder reported "{said}" (its pixels would be '
+                            'garbage).')
+    return img
 
 
 def decode_face(content, path, rgba_background='white'):
-    """Decode image bytes into a uint8 HxWx3 BGR array, applying the module's documented conversions."""
-    if content is None:
-        raise ValueError(f'{path}: not found (missing file or LMDB key).')
-    if len(content) == 0:
-        raise ValueError(f'{path}: empty file (0 bytes).')
-    img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f'{path}: cannot decode the image (corrupt file or unsupported format).')
+    """Decode image bytes into a uint8 HxWx3 BGR array, applying the module's documented conversions (no size
+    check: see :func:`read_face`)."""
+    img = _decode_raw(content, path)
     if img.dtype == np.uint16:
         img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
     elif img.dtype != np.uint8:
-        raise ValueError(f'{path}: unsupported pixel type {img.dtype}; expected 8- or 16-bit integers.')
+        raise BadImageError(f'{path}: unsupported pixel type {img.dtype}; expected 8- or 16-bit integers.')
     if img.ndim == 2:
         img = img[:, :, None]
     channels = img.shape[2]
@@ -62,8 +193,37 @@ def decode_face(content, path, rgba_background='white'):
     if channels == 1:
         img = np.repeat(img, 3, axis=2)
     elif channels != 3:
-        raise ValueError(f'{path}: unsupported channel count {channels}; expected gray, BGR or BGRA.')
+        raise BadImageError(f'{path}: unsupported channel count {channels}; expected gray, BGR or BGRA.')
     return np.ascontiguousarray(img)
+
+
+def read_face(content, path, check=FaceCheck(), rgba_background='white'):
+    """The one reader of face images: bytes -> checked uint8 HxWx3 BGR, resized to ``check.size`` when
+    ``check.resize``. The size is checked from the header before decoding, so a huge file is refused cheaply.
+
+    Raises:
+        BadImageError: naming ``path`` and the problem (see the module docstring).
+    """
+    _, height, width = _header(content, path)
+    bounds_only = dataclasses.replace(check, size=None)
+    problem = bounds_only.problem(height, width)
+    if problem:
+        raise BadImageError(f'{path}: {problem}.')
+    img = decode_face(content, path, rgba_background)
+    problem = check.problem(*img.shape[:2])
+    if problem:
+        raise BadImageError(f'{path}: {problem}.')
+    return resize_face(img, check.size) if check.size else img
+
+
+def read_face_file(path, check=FaceCheck(), rgba_background='white'):
+    """``(file bytes, read_face(...))`` of a file on disk."""
+    try:
+        with open(path, 'rb') as f:
+            content = f.read()
+    except OSError as error:
+        raise BadImageError(f'{path}: cannot read ({error}).') from error
+    return content, read_face(content, path, check, rgba_background)
 
 
 def resize_face(img, size, upsample='bicubic'):
@@ -76,26 +236,12 @@ def resize_face(img, size, upsample='bicubic'):
     return mmcv.imresize(img, (size, size), interpolation=interpolation, backend=backend)
 
 
-def fit_face_size(img, path, size, resize=False, option='resize_gt'):
-    """Check that a face is ``size``x``size``; resize it when ``resize`` is set, otherwise raise naming the file."""
-    height, width = img.shape[:2]
-    if (height, width) == (size, size):
-        return img
-    if height != width:
-        raise ValueError(f'{path}: image is {height}x{width}, not square; expected aligned {size}x{size} faces.')
-    if not resize:
-        raise ValueError(f'{path}: image is {height}x{width}, expected {size}x{size} '
-                         f'(set `{option}: true` to resize it).')
-    return resize_face(img, size)
-
-
 def read_parsing(path, size, resize=False, option='resize_gt'):
     """Read a CelebAMask-HQ label map (uint8 PNG, labels 0..18) as an int64 HxW array."""
     if not osp.isfile(path):
         raise ValueError(f'{path}: parsing map not found.')
-    labels = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if labels is None:
-        raise ValueError(f'{path}: cannot decode the parsing map (corrupt file or unsupported format).')
+    with open(path, 'rb') as f:
+        labels = _decode_raw(f.read(), path)
     if labels.ndim == 3:  # a label map saved as 3 equal channels is accepted
         if not all(np.array_equal(labels[:, :, 0], labels[:, :, c]) for c in range(1, labels.shape[2])):
             raise ValueError(f'{path}: parsing map has {labels.shape[2]} different channels; expected one label '
@@ -174,8 +320,9 @@ _LMDB_CLIENTS = {}
 
 def _lmdb_client(root, io_backend):
     """One FileClient per LMDB folder per process: lmdb refuses to open the same environment twice in a process,
-    which happens when several datasets (train + val, HQ + LQ source) read one LMDB."""
-    key = (os.getpid(), osp.realpath(root))
+    which happens when several datasets (train + val, HQ + LQ source) read one LMDB. It refuses in a forked
+    DataLoader worker too, so a worker reuses the read-only, lock-free environment it inherited."""
+    key = osp.realpath(root)
     if key not in _LMDB_CLIENTS:
         _LMDB_CLIENTS[key] = FileClient('lmdb', db_paths=[root], client_keys=['default'], **io_backend)
     return _LMDB_CLIENTS[key]
@@ -185,8 +332,8 @@ class FaceImageSource:
     """One set of face images in a folder (``io_backend.type: disk``) or a basicsr LMDB (``type: lmdb``).
 
     Items are addressed by index; ``name(i)`` is the file stem / LMDB key, ``path(i)`` the file path / LMDB key
-    (what basicsr reports as ``gt_path``). The file client opens lazily, so the LMDB environment is created in
-    the worker process that reads it.
+    (what basicsr reports as ``gt_path``). :meth:`validate` sets the :class:`FaceCheck` that :meth:`read` applies
+    and, by default, checks every image once at start-up. The file client opens lazily.
 
     Args:
         root (str): folder or ``*.lmdb`` folder.
@@ -204,6 +351,8 @@ class FaceImageSource:
         self.rgba_background = rgba_background
         self.io_backend = dict(io_backend or {'type': 'disk'})
         self.backend = self.io_backend.pop('type', 'disk')
+        self.check = FaceCheck()
+        self.size_origin = None  # where validate() took the face size from, for error messages
         self._client = None
         if self.backend == 'lmdb':
             if not root.endswith('.lmdb'):
@@ -234,15 +383,6 @@ class FaceImageSource:
             # "<key>.<ext> (h,w,c) <compression>": the key is the name without its extension.
             return [osp.splitext(line.split()[0])[0] for line in f if line.strip()]
 
-    def lmdb_shape(self, index):
-        """(h, w, c) that the LMDB's meta_info.txt records for an item, or None."""
-        if self.backend != 'lmdb':
-            return None
-        with open(osp.join(self.root, 'meta_info.txt')) as f:
-            lines = [line for line in f if line.strip()]
-        fields = lines[index].split()
-        return tuple(int(v) for v in fields[1].strip('()').split(',')) if len(fields) > 1 else None
-
     def __len__(self):
         return len(self.paths)
 
@@ -252,26 +392,69 @@ class FaceImageSource:
     def path(self, index):
         return self.paths[index]
 
-    def read(self, index):
-        """uint8 HxWx3 BGR image of item ``index`` (errors name the file)."""
+    def describe(self, index):
+        """How errors name item ``index``: the file path, or ``<lmdb folder>:<key>``."""
+        return self.paths[index] if self.backend == 'disk' else f'{self.root}:{self.paths[index]}'
+
+    def _content(self, index):
         if self._client is None:
             if self.backend == 'lmdb':
                 self._client = _lmdb_client(self.root, self.io_backend)
             else:
                 self._client = FileClient('disk', **self.io_backend)
-        path = self.paths[index]
         try:
-            content = self._client.get(path)
+            return self._client.get(self.paths[index])
         except OSError as error:
-            raise ValueError(f'{path}: cannot read ({error}).') from error
-        return decode_face(content, path if self.backend == 'disk' else f'{self.root}:{path}', self.rgba_background)
+            raise BadImageError(f'{self.describe(index)}: cannot read ({error}).') from error
 
-    def image_size(self):
-        """Side length of the first image (from LMDB meta_info when available), to infer a set's size."""
-        shape = self.lmdb_shape(0)
-        if shape is not None:
-            return shape[0]
-        return self.read(0).shape[0]
+    def read(self, index, check=None):
+        """Item ``index`` as a checked uint8 HxWx3 BGR image (:func:`read_face` with ``check``, default the one
+        :meth:`validate` set); errors name the file."""
+        return read_face(self._content(index), self.describe(index), check or self.check, self.rgba_background)
+
+    def validate(self, check, scan=True, size_option='gt_size'):
+        """Set the check :meth:`read` applies and return the face size (``check.size``, or, when None and
+        ``size_option`` is given, inferred: the most common side of the scanned images, else the first image's).
+
+        With ``scan``, every image is read once now and all the unusable ones are reported together, before
+        training starts; without it, a bad image raises when its item is read.
+
+        Raises:
+            BadImageError: listing every unusable image with its problem.
+        """
+        bounds_only = dataclasses.replace(check, size=None)
+        problems, sides = {}, {}
+        if scan:
+            start = time.time()
+            for index in range(len(self)):
+                try:
+                    sides[index] = self.read(index, bounds_only).shape[0]
+                except BadImageError as error:
+                    problems[index] = str(error)
+            get_root_logger().info(f'{self.option}: checked {len(self)} images in {time.time() - start:.1f} s '
+                                   '(`scan_images: false` skips this).')
+        size = check.size
+        if size is None and size_option:
+            if sides:
+                size = collections.Counter(sides.values()).most_common(1)[0][0]
+                self.size_origin = f'inferred: the most common size in {self.root}'
+            elif not problems:
+                size = self.read(0, bounds_only).shape[0]
+                self.size_origin = f'inferred from {self.describe(0)}'
+            check = dataclasses.replace(check, size=size)
+        else:
+            self.size_origin = f'`{size_option}`' if size_option else None
+        for index, side in sides.items():
+            problem = check.problem(side, side)
+            if problem:
+                problems[index] = f'{self.describe(index)}: {problem}.'
+        if problems:
+            listed = [problems[index] for index in sorted(problems)]
+            shown = listed[:20] + ([f'... and {len(listed) - 20} more'] if len(listed) > 20 else [])
+            raise BadImageError(f'`{self.option}` ({self.root}): {len(problems)} of {len(self)} images cannot be '
+                                'used; fix or remove them:\n  ' + '\n  '.join(shown))
+        self.check = check
+        return size
 
     def __getstate__(self):
         # An open LMDB environment must not travel to worker processes.

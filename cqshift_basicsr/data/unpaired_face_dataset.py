@@ -1,4 +1,5 @@
 """Unpaired training data: an HQ face and an independently drawn LQ face (real, or degraded on the fly)."""
+import dataclasses
 import os.path as osp
 
 import numpy as np
@@ -7,8 +8,8 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from .degradations import UPSAMPLE_MODES, FaceDegradation
-from .face_io import (FaceImageSource, find_sibling, fit_face_size, hflip_parsing, img_to_tensor, make_rng,
-                      read_parsing, resize_face)
+from .face_io import (MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, FaceCheck, FaceImageSource, find_sibling, hflip_parsing,
+                      img_to_tensor, make_rng, read_parsing, resize_face)
 
 __all__ = ['UnpairedFaceDataset']
 
@@ -24,8 +25,9 @@ class UnpairedFaceDataset(data.Dataset):
         dataroot_hq (str): folder or basicsr ``*.lmdb`` of aligned square HQ faces.
         io_backend (dict): ``{type: disk}`` (default) or ``{type: lmdb}``; applies to every image root.
         meta_info_file (str, optional): folders only; restricts/orders the HQ images (basicsr format).
-        hq_size (int, optional): expected HQ side; default: the first HQ image's size.
-        resize_hq (bool): resize HQ faces of another size instead of raising. Default False.
+        hq_size (int, optional): expected HQ side; default: the most common size among the HQ images (the first
+            one's with ``scan_images: false``). Must be divisible by ``scale``.
+        resize_hq (bool): resize square HQ faces of another size instead of raising. Default False.
         dataroot_hq_parsing (str | 'auto' | null): label maps for HQ faces -> ``hq_parsing``; 'auto' (default) uses
             a sibling ``parsing/`` folder of ``<split>/images``.
       LQ, exactly one of:
@@ -42,6 +44,13 @@ class UnpairedFaceDataset(data.Dataset):
             Default 0 for ``phase: val|test``, None otherwise: fresh randomness on every draw, seeded from torch's
             RNG (reproducible under basicsr's manual_seed).
         rgba_background ('white' | 'black'): background that RGBA inputs are composited over. Default 'white'.
+        scan_images (bool): read and check every HQ and LQ image once at start-up, and report all unusable ones
+            together before the first iteration. Default True; set False for very large sets (each item is still
+            checked when it is read). Conversions and errors: ``face_io``'s docstring (grayscale -> 3 channels,
+            RGBA composited over ``rgba_background``, 16-bit -> 8-bit; an empty, corrupt, truncated or non-square
+            image, or one whose decoder warns, is an error naming the file).
+        min_image_size, max_image_size (int): the smallest and largest side accepted, HQ and LQ (real LQ faces of
+            any size in between are resized). Default 8 and 4096.
 
     Returns a dict: ``hq``, ``lq`` (HQ size), ``lq_small`` (HQ/scale): float32 CHW RGB tensors; ``hq_path``,
     ``lq_path``; plus ``hq_parsing`` (int64 HxW) when available and ``degradation`` (sampled parameters) when
@@ -77,11 +86,22 @@ class UnpairedFaceDataset(data.Dataset):
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f'`upsample` must be one of {UPSAMPLE_MODES}; got {self.upsample!r}.')
 
-        self.hq_size = int(opt.get('hq_size') or self.hq.image_size())
-        if self.hq_size % self.scale:
-            raise ValueError(f'hq_size {self.hq_size} is not divisible by the scale {self.scale}.')
         self.resize_hq = bool(opt.get('resize_hq', False))
         self.resize_lq_source = bool(opt.get('resize_lq_source', False))
+        scan = bool(opt.get('scan_images', True))
+        bounds = FaceCheck(min_size=int(opt.get('min_image_size', MIN_IMAGE_SIZE)),
+                           max_size=int(opt.get('max_image_size', MAX_IMAGE_SIZE)))
+        hq_check = dataclasses.replace(bounds, size=int(opt['hq_size']) if opt.get('hq_size') else None,
+                                       resize=self.resize_hq, resize_option='resize_hq')
+        self.hq_size = self.hq.validate(hq_check, scan=scan, size_option='hq_size')
+        if self.hq_size % self.scale:
+            raise ValueError(f'hq_size {self.hq_size} ({self.hq.size_origin}) is not divisible by the scale '
+                             f'{self.scale}.')
+        if self.degradation is None:  # real LQ: any square size within the bounds, resized below
+            self.lq.validate(bounds, scan=scan, size_option=None)
+        else:
+            self.lq.validate(dataclasses.replace(bounds, size=self.hq_size, resize=self.resize_lq_source,
+                                                 resize_option='resize_lq_source'), scan=scan, size_option=None)
         self.use_hflip = bool(opt.get('use_hflip', False))
         self.mean, self.std = opt.get('mean'), opt.get('std')
         self.seed = opt.get('seed', 0 if opt.get('phase') in ('val', 'test') else None)
@@ -94,16 +114,11 @@ class UnpairedFaceDataset(data.Dataset):
 
     def _load_lq(self, lq_index, rng):
         """(lq_small, lq, params) uint8 BGR for one LQ item."""
-        path = self.lq.path(lq_index)
         img = self.lq.read(lq_index)
         if self.use_hflip and rng.random() < 0.5:
             img = np.ascontiguousarray(img[:, ::-1])
         if self.degradation is not None:
-            img = fit_face_size(img, path, self.hq_size, self.resize_lq_source, 'resize_lq_source')
-            lq_small, lq, params = self.degradation(img, rng)
-            return lq_small, lq, params
-        if img.shape[0] != img.shape[1]:
-            raise ValueError(f'{path}: LQ image is {img.shape[0]}x{img.shape[1]}, not square; expected aligned faces.')
+            return self.degradation(img, rng)
         lq_small = resize_face(img, self.hq_size // self.scale, self.upsample)
         lq = resize_face(img, self.hq_size, self.upsample)
         return lq_small, lq, None
@@ -111,7 +126,7 @@ class UnpairedFaceDataset(data.Dataset):
     def __getitem__(self, index):
         rng = make_rng(self.seed, index)
         hq_path = self.hq.path(index)
-        hq = fit_face_size(self.hq.read(index), hq_path, self.hq_size, self.resize_hq, 'resize_hq')
+        hq = self.hq.read(index)
         flip_hq = self.use_hflip and rng.random() < 0.5
         if flip_hq:
             hq = np.ascontiguousarray(hq[:, ::-1])

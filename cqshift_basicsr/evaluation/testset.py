@@ -2,7 +2,7 @@
 
     python scripts/make_testset.py --input CelebA-HQ/faces --out datasets/celebahq_test \
         [--size 256] [--levels mild moderate severe] [--scale 8] [--seed 0] [--exclude-train FFHQ/images ...] \
-        [--limit N]
+        [--limit N] [--max-image-size 4096]
 
 Layout written under ``--out``::
 
@@ -16,7 +16,12 @@ basicsr's ``PairedImageDataset`` (``dataroot_gt: <out>/gt``, ``dataroot_lq: <out
 reads it, so every method is tested on the same LQ files (``options/test_*.yml``, ``benchmark --testset``).
 
 Rules:
-* Inputs must be square (aligned faces); other sizes are resized (``face_io.resize_face``).
+* Inputs are read by ``face_io.read_face``, as the datasets read them: grayscale becomes 3 channels, RGBA is
+  composited over white, 16-bit becomes 8-bit. They must be square (aligned faces), at least ``--size`` (the
+  ground truth is never upscaled) and at most ``--max-image-size``; larger ones are resized
+  (``face_io.resize_face``). Every input is read and checked before anything is written; an empty, corrupt or
+  truncated file (a decoder warning counts), a non-square or wrong-size one stops the command, which lists every
+  such file with its problem and exits with status 1.
 * Degradations come from ``FaceDegradation(level)`` (``DEGRADATION_LEVELS``), with ``--scale`` replacing every
   level's factor when given (the toy faces use x4); image ``i`` (sorted by name) at level ``j`` draws from
   ``numpy.random.default_rng([seed, i, j])``, so the same seed gives the same bytes, and adding a level does not
@@ -37,9 +42,10 @@ import cv2
 import numpy as np
 
 from cqshift_basicsr.data.degradations import DEGRADATION_LEVELS, FaceDegradation
-from cqshift_basicsr.data.face_io import IMG_EXTENSIONS, decode_face, resize_face
+from cqshift_basicsr.data.face_io import (IMG_EXTENSIONS, MAX_IMAGE_SIZE, BadImageError, FaceCheck, decode_face,
+                                          read_face_file, resize_face)
 
-__all__ = ['pixel_sha256', 'list_images', 'hash_folder', 'find_overlap', 'make_testset', 'read_testset',
+__all__ = ['pixel_sha256', 'list_images', 'input_check', 'hash_folder', 'find_overlap', 'make_testset', 'read_testset',
            'paired_dataset_options', 'main', 'OverlapError', 'MANIFEST']
 
 MANIFEST = 'manifest.json'
@@ -70,17 +76,21 @@ def list_images(folder):
     return sorted(found, key=lambda p: osp.relpath(p, folder))
 
 
-def _read(path):
-    with open(path, 'rb') as f:
-        content = f.read()
-    return content, decode_face(content, path)
+def input_check(size, max_image_size=MAX_IMAGE_SIZE):
+    """What an input face must be: square, with a side from ``size`` (the ground truth is never upscaled) to
+    ``max_image_size``."""
+    return FaceCheck(min_size=size, min_option='--size: the ground truth is never upscaled', max_size=max_image_size,
+                     max_option='--max-image-size')
 
 
 def hash_folder(folder):
-    """``{pixel sha256: path}`` and ``{file sha256: path}`` of every image under ``folder``."""
+    """``{pixel sha256: path}`` and ``{file sha256: path}`` of every image under ``folder`` (decoded with the
+    datasets' conversions; any size or shape, since only equality matters here)."""
     by_pixels, by_bytes = {}, {}
     for path in list_images(folder):
-        content, img = _read(path)
+        with open(path, 'rb') as f:
+            content = f.read()
+        img = decode_face(content, path)
         by_pixels.setdefault(pixel_sha256(img), path)
         by_bytes.setdefault(hashlib.sha256(content).hexdigest(), path)
     return by_pixels, by_bytes
@@ -111,14 +121,14 @@ def _write_png(path, img):
 
 
 def make_testset(input_dir, out_dir, size=256, levels=('mild', 'moderate', 'severe'), seed=0, exclude_train=(),
-                 limit=None, scale=None):
+                 limit=None, scale=None, max_image_size=MAX_IMAGE_SIZE):
     """Write the test set (see the module docstring) and return the manifest dict. ``scale`` (None: each level's
     own, x8) replaces every level's downsampling factor.
 
     Raises:
         OverlapError: a test image is in one of ``exclude_train`` (nothing is written).
-        ValueError: a non-square input, a duplicate output name, an unknown level, or a size the scale does not
-            divide.
+        BadImageError: inputs that cannot be used, each named with its problem (nothing is written).
+        ValueError: a duplicate output name, an unknown level, or a size the scale does not divide.
     """
     unknown = [level for level in levels if level not in DEGRADATION_LEVELS]
     if unknown or not levels:
@@ -134,12 +144,15 @@ def make_testset(input_dir, out_dir, size=256, levels=('mild', 'moderate', 'seve
     if not paths:
         raise ValueError(f'{input_dir}: no images.')
 
-    # Pass 1: read and hash every source (nothing is written before the leakage check passes).
-    records, names = [], {}
+    # Pass 1: read, check and hash every source (nothing is written before every input and the leakage check pass).
+    check = input_check(size, max_image_size)
+    records, names, problems = [], {}, []
     for path in paths:
-        content, img = _read(path)
-        if img.shape[0] != img.shape[1]:
-            raise ValueError(f'{path}: image is {img.shape[0]}x{img.shape[1]}, not square; expected aligned faces.')
+        try:
+            content, img = read_face_file(path, check)
+        except BadImageError as error:
+            problems.append(str(error))
+            continue
         name = osp.splitext(osp.basename(path))[0]
         if name in names:
             raise ValueError(f'{path}: output name {name!r} already used by {names[name]}.')
@@ -147,6 +160,9 @@ def make_testset(input_dir, out_dir, size=256, levels=('mild', 'moderate', 'seve
         records.append({'name': name, 'source': osp.abspath(path), 'source_size': int(img.shape[0]),
                         'source_pixel_sha256': pixel_sha256(img),
                         'source_file_sha256': hashlib.sha256(content).hexdigest()})
+    if problems:
+        raise BadImageError(f'{input_dir}: {len(problems)} of {len(paths)} input images cannot be used; fix or '
+                            'remove them:\n  ' + '\n  '.join(problems))
     overlap = find_overlap(records, exclude_train)
     if overlap:
         lines = '\n'.join(f'  {test} == {train} (same {kind})' for test, train, kind in overlap)
@@ -154,7 +170,7 @@ def make_testset(input_dir, out_dir, size=256, levels=('mild', 'moderate', 'seve
 
     # Pass 2: ground truth and LQ per level, each from its own seeded generator.
     for index, record in enumerate(records):
-        _, img = _read(record['source'])
+        _, img = read_face_file(record['source'], check)
         gt = resize_face(img, size)
         record['files'] = {'gt': {'path': f'gt/{record["name"]}.png',
                                   'sha256': _write_png(osp.join(out_dir, 'gt', record['name'] + '.png'), gt)}}
@@ -219,13 +235,19 @@ def main(argv=None):
     parser.add_argument('--exclude-train', nargs='+', default=[], metavar='DIR',
                         help='training-set folder(s): refuse test images whose pixels appear there')
     parser.add_argument('--limit', type=int, default=None, help='use only the first N images (sorted)')
+    parser.add_argument('--max-image-size', type=int, default=MAX_IMAGE_SIZE,
+                        help='refuse inputs with a larger side (default %(default)s)')
     args = parser.parse_args(argv)
     try:
         manifest = make_testset(args.input, args.out, size=args.size, levels=args.levels, seed=args.seed,
-                                exclude_train=args.exclude_train, limit=args.limit, scale=args.scale)
+                                exclude_train=args.exclude_train, limit=args.limit, scale=args.scale,
+                                max_image_size=args.max_image_size)
     except OverlapError as error:
         print(f'make_testset: refused: {error}', file=sys.stderr)
         return 2
+    except BadImageError as error:
+        print(f'make_testset: {error}', file=sys.stderr)
+        return 1
     print(f"{manifest['num_images']} faces -> {args.out}: gt at {args.size}, levels "
           + ', '.join(f"{lv} (LQ {s['lq_size']}px)" for lv, s in manifest['levels'].items()))
     return 0

@@ -1,9 +1,10 @@
-"""Shared entry logic of ``train.py`` and ``test.py``: where experiments live and argv clean-up."""
+"""Shared entry logic of ``train.py`` and ``test.py``: where experiments live, argv clean-up, the option check."""
 import os
 import sys
 from os import path as osp
 
 from cqshift_basicsr.compat import normalize_argv
+from cqshift_basicsr.option_check import OptionError, install_option_check
 
 
 def default_root_path():
@@ -22,5 +23,11 @@ def default_root_path():
 
 
 def run(pipeline):
+    """Run basicsr's ``pipeline`` with checked options: a bad option file stops it with its problems listed (exit
+    status 1), before any dataset or network is built."""
     sys.argv = normalize_argv(sys.argv)
-    pipeline(default_root_path())
+    install_option_check()
+    try:
+        pipeline(default_root_path())
+    except OptionError as error:
+        sys.exit(str(error))

@@ -12,7 +12,7 @@ setup(
     packages=find_packages(include=('cqshift_basicsr', 'cqshift_basicsr.*')),
     install_requires=[
         'torch>=2.0', 'torchvision', 'basicsr==1.4.2', 'gfpgan>=1.3.8', 'facexlib>=0.3.0', 'lpips>=0.1.4',
-        'mmcv-lite>=2.2.0', 'mmengine>=0.10.7', 'opencv-python', 'numpy', 'scikit-image', 'pyyaml', 'lmdb', 'tqdm'
+        'mmcv-lite>=2.2.0', 'mmengine>=0.10.7', 'opencv-python', 'numpy', 'Pillow', 'scikit-image', 'pyyaml', 'lmdb', 'tqdm'
     ],
     extras_require={'plot': ['matplotlib'], 'test': ['pytest']},
     entry_points={

@@ -173,3 +173,23 @@ def test_stem_stride_keeps_a_larger_map_with_the_same_parameters():
     assert net.encoder.trunk.conv1.stride == (2, 2)
     with pytest.raises(ValueError, match='stem_stride'):
         ResNetTrunk(18, 8, stem_stride=3)
+
+
+def test_pyramid_level_heads_start_at_zero_and_then_change_the_code():
+    base = CQShiftEncoder(32, 16, 'wplus', depth=18, base_channels=8, pool_size=2, stem_stride=2, head_init_std=0.01)
+    pyramid = CQShiftEncoder(32, 16, 'wplus', depth=18, base_channels=8, pool_size=2, stem_stride=2,
+                             pyramid_channels=4)
+    # a trained encoder loaded non-strictly into the pyramid layout keeps its exact output
+    missing, unexpected = pyramid.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith('level_heads.') for k in missing)
+    base.eval(), pyramid.eval()
+    x = _images(2)
+    assert torch.equal(base(x), pyramid(x))
+    with torch.no_grad():
+        pyramid.level_heads[0].linear.bias.fill_(0.5)  # layer2's head
+        pyramid.level_heads[1].linear.bias.fill_(0.25)  # layer3's head
+    assert torch.allclose(pyramid(x), base(x) + 0.75)
+    net = CQShiftNet(**{**TINY_NET, 'latent_type': 'wplus', 'encoder_pyramid_channels': 4})
+    assert len(net.encoder.level_heads) == 2
+    with pytest.raises(ValueError, match='pyramid_channels'):
+        CQShiftEncoder(32, 16, pyramid_channels=-1)

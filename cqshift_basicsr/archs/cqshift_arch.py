@@ -55,8 +55,8 @@ class CQShiftNet(nn.Module):
         out_size (int): generator resolution (256 for the paper; 32/64 for tests and the demo).
         num_style_feat, num_mlp, channel_multiplier, narrow: the frozen ``StyleGAN2GeneratorClean``'s args.
         latent_type (str): 'w' (default, the poster's W space) or 'wplus'.
-        encoder_depth, encoder_base_channels, encoder_imagenet_path, encoder_pool_size, encoder_stem_stride: E_L's
-            ResNet (34, 64, None, 1, 4; see :class:`CQShiftEncoder`).
+        encoder_depth, encoder_base_channels, encoder_imagenet_path, encoder_pool_size, encoder_stem_stride,
+            encoder_pyramid_channels: E_L's ResNet (34, 64, None, 1, 4, 0; see :class:`CQShiftEncoder`).
         deg_depth, deg_base_channels, deg_imagenet_path: E_deg's ResNet (18, 64, None).
         shift_mode (str): 'per_image' (Delta^i = delta_global + r(x)) or 'global' (delta_global only, no E_deg).
         delta_init_std (float): std of delta_global's initial value; 0 (default) starts at zero.
@@ -65,8 +65,8 @@ class CQShiftNet(nn.Module):
 
     def __init__(self, out_size, num_style_feat=512, num_mlp=8, channel_multiplier=2, narrow=1.0, latent_type='w',
                  encoder_depth=34, encoder_base_channels=64, encoder_imagenet_path=None, encoder_pool_size=1,
-                 encoder_stem_stride=4, deg_depth=18, deg_base_channels=64, deg_imagenet_path=None, shift_mode='per_image',
-                 delta_init_std=0.0, sweep_chunk_size=None):
+                 encoder_stem_stride=4, encoder_pyramid_channels=0, deg_depth=18, deg_base_channels=64,
+                 deg_imagenet_path=None, shift_mode='per_image', delta_init_std=0.0, sweep_chunk_size=None):
         super().__init__()
         if shift_mode not in ('per_image', 'global'):
             raise ValueError(f"shift_mode must be 'per_image' or 'global', got {shift_mode!r}")
@@ -78,7 +78,8 @@ class CQShiftNet(nn.Module):
 
         self.encoder = CQShiftEncoder(
             out_size, num_style_feat, latent_type, depth=encoder_depth, base_channels=encoder_base_channels,
-            imagenet_path=encoder_imagenet_path, pool_size=encoder_pool_size, stem_stride=encoder_stem_stride)
+            imagenet_path=encoder_imagenet_path, pool_size=encoder_pool_size, stem_stride=encoder_stem_stride,
+            pyramid_channels=encoder_pyramid_channels)
         if shift_mode == 'per_image':
             self.deg_encoder = CQShiftDegradationEncoder(
                 num_style_feat, depth=deg_depth, base_channels=deg_base_channels, imagenet_path=deg_imagenet_path)

@@ -71,9 +71,14 @@ class ResNetTrunk(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.avgpool(x).flatten(1)
+        return self.pyramid(x)[-1]
+
+    def pyramid(self, x):
+        """(layer2 map, layer3 map, pooled + flattened layer4 feature): the levels a style pyramid reads."""
+        x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        mid = self.layer2(x)
+        deep = self.layer3(mid)
+        return mid, deep, self.avgpool(self.layer4(deep)).flatten(1)
 
     def load_imagenet(self, path, option='imagenet_path'):
         """Load torchvision ImageNet weights from a local ``.pth`` (classifier ``fc.*`` is dropped)."""
@@ -88,6 +93,30 @@ class ResNetTrunk(nn.Module):
         if missing or unexpected:
             raise RuntimeError(f'{option}: {path!r} is not a torchvision resnet{self.depth} checkpoint '
                                f'(missing e.g. {missing[:5]}, unexpected e.g. {unexpected[:5]})')
+
+
+class StyleLevelHead(nn.Module):
+    """One pyramid level's residual latent offset [R]: stride-2 3x3 convs (LeakyReLU) down to ``pool_size``,
+    then a zero-initialised linear map, so adding a level to a trained encoder starts from its exact output.
+
+    pSp's map2style idea, kept small for W+ codes of a 64-px prior: finer trunk levels see the detail (eyes, edges)
+    that the last 4 x 4 map has pooled away.
+    """
+
+    def __init__(self, in_channels, feat_channels, num_out, pool_size, num_down):
+        super().__init__()
+        layers = []
+        for i in range(num_down):
+            layers += [nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3, 2, 1),
+                       nn.LeakyReLU(0.2, inplace=True)]
+        self.convs = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        self.linear = nn.Linear(feat_channels * pool_size**2, num_out)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x):
+        return self.linear(self.pool(self.convs(x)).flatten(1))
 
 
 def generator_mean_latent(generator, num_samples=4096, seed=0):
@@ -113,13 +142,17 @@ class CQShiftEncoder(nn.Module):
             64-px encoders: see :class:`ResNetTrunk`).
         head_init_std (float): std of the head's initial weights; 0 (default) makes a fresh encoder output
             exactly ``latent_avg``.
+        pyramid_channels (int): 0 (default) = one head on the last trunk level. > 0 adds a
+            :class:`StyleLevelHead` of this width on layer2 and on layer3 ([R], pSp-style pyramid), whose offsets
+            are summed with the head's; they start at zero, so a trained encoder loaded non-strictly is unchanged.
 
     Buffer ``latent_avg`` (num_style_feat,) is saved in the state dict; set it from the generator with
     :meth:`set_latent_avg` / :func:`generator_mean_latent` (CQShiftNet does).
     """
 
     def __init__(self, out_size, num_style_feat=512, latent_type='w', depth=34, base_channels=64,
-                 imagenet_path=None, imagenet_norm=True, head_init_std=0.0, pool_size=1, stem_stride=4):
+                 imagenet_path=None, imagenet_norm=True, head_init_std=0.0, pool_size=1, stem_stride=4,
+                 pyramid_channels=0):
         super().__init__()
         if latent_type not in ('w', 'wplus'):
             raise ValueError(f"latent_type must be 'w' or 'wplus', got {latent_type!r}")
@@ -136,6 +169,14 @@ class CQShiftEncoder(nn.Module):
         else:
             nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        if pyramid_channels < 0:
+            raise ValueError(f'pyramid_channels must be >= 0, got {pyramid_channels}')
+        self.level_heads = None
+        if pyramid_channels:
+            # layer2/layer3 sit 3 and 2 stride-2 stages above layer4, whose map the head pools to pool_size
+            self.level_heads = nn.ModuleList([
+                StyleLevelHead(base_channels * 2**stage, pyramid_channels, num_out, pool_size, num_down)
+                for stage, num_down in ((1, 2), (2, 1))])
         self.register_buffer('latent_avg', torch.zeros(num_style_feat))
         self.imagenet_norm = imagenet_norm
         # [-1, 1] -> ImageNet normalisation folded into one affine map: (x + 1) / 2 - mean) / std
@@ -153,7 +194,11 @@ class CQShiftEncoder(nn.Module):
         """x: (B, 3, H, W) RGB in [-1, 1], H, W >= 32 -> latent (B, C) or (B, n_latent, C)."""
         if self.imagenet_norm:
             x = x * self._in_scale + self._in_shift
-        offset = self.head(self.trunk(x))
+        if self.level_heads is None:
+            offset = self.head(self.trunk(x))
+        else:
+            mid, deep, pooled = self.trunk.pyramid(x)
+            offset = self.head(pooled) + self.level_heads[0](mid) + self.level_heads[1](deep)
         if self.latent_type == 'wplus':
             offset = offset.view(-1, self.n_latent, self.num_style_feat)
         return offset + self.latent_avg

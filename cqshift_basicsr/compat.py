@@ -39,6 +39,10 @@ Trust and durability (issue 8; tested in ``tests/test_trust_checkpoints.py`` and
     not finite is skipped; an iteration with a skipped step or a non-finite logged loss is counted and logged, and
     ``train.max_nonfinite_steps`` (default 10) such iterations in a row stop training with a clear error. A network
     with non-finite weights is never saved.
+11. Rank-invariant data draws (``tests/test_distributed_ranks.py``): the train sampler yields its indices (same
+    order) as :class:`cqshift_basicsr.data.sample_draws.SampleIndex` keyed by (manual_seed, epoch, position), so our
+    datasets draw an item's flips, LQ partner and degradation the same on any number of ranks (basicsr seeds each
+    rank's RNGs differently).
 """
 import math
 import os
@@ -83,6 +87,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from cqshift_basicsr.checkpoints import (CorruptCheckpointError, UntrustedCheckpointError,  # noqa: E402
                                          atomic_save, checkpoint_is_complete, load_checkpoint,
                                          strip_module_prefix)
+from cqshift_basicsr.data.sample_draws import keyed_sample_indices  # noqa: E402
 
 # State of the current training run, shared by the pipeline hooks below (one train_pipeline per process).
 _RUN = {}
@@ -418,7 +423,7 @@ def _sampler_set_epoch(self, epoch):
 
 
 def _sampler_iter(self):
-    indices = _original_sampler_iter(self)
+    indices = iter(keyed_sample_indices(self, getattr(self, 'draw_seed', None)))
     plan = getattr(self, '_cqshift_resume', None)
     if plan is None or not plan['armed']:
         return indices
@@ -432,6 +437,7 @@ def create_train_val_dataloader(opt, logger):
     """basicsr's, remembering the train sampler and its per-rank batch size for the training states."""
     result = _original_create_train_val_dataloader(opt, logger)
     train_loader, train_sampler = result[0], result[1]
+    train_sampler.draw_seed = opt.get('manual_seed')  # the same on every rank (basicsr adds the rank to the RNGs)
     _RUN.update(sampler=train_sampler, batch_size=getattr(train_loader, 'batch_size', None),
                 seed=opt.get('manual_seed'))
     return result
@@ -552,7 +558,6 @@ _original_model_to_device = _base_model.BaseModel.model_to_device
 _original_resume_training = _base_model.BaseModel.resume_training
 _original_update_learning_rate = _base_model.BaseModel.update_learning_rate
 _original_validation = _base_model.BaseModel.validation
-_original_sampler_iter = _data_sampler.EnlargedSampler.__iter__
 _original_create_train_val_dataloader = _basicsr_train.create_train_val_dataloader
 _original_make_exp_dirs = _basicsr_train.make_exp_dirs
 _original_mkdir_and_rename = _basicsr_train.mkdir_and_rename

@@ -279,10 +279,15 @@ def img_to_tensor(img, mean=None, std=None):
 
 def make_rng(seed, index):
     """The generator for one item: a fixed function of (seed, index) when ``seed`` is set (val/test, fixed sets);
-    otherwise seeded by a draw from torch's global generator, so every draw differs yet a seeded run is
+    else, in training, a fixed function of the index's ``draw_key`` (``sample_draws.SampleIndex``: manual_seed,
+    epoch and the sample's place in the epoch), the same for any number of ranks or workers; otherwise (an index
+    from elsewhere) seeded by a draw from torch's global generator, so every draw differs yet a seeded run is
     reproducible (basicsr's ``manual_seed`` seeds it; DataLoader workers get distinct torch seeds)."""
     if seed is not None:
         return np.random.default_rng([int(seed), int(index)])
+    draw_key = getattr(index, 'draw_key', None)
+    if draw_key is not None:
+        return np.random.default_rng(list(draw_key))
     return np.random.default_rng([int(torch.randint(0, 2**62, ())), int(index)])
 
 

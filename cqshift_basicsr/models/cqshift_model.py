@@ -5,6 +5,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from cqshift_basicsr.archs.stylegan2_weights import load_stylegan2_generator
 from .face_base_model import FaceBaseModel, set_requires_grad, to_signed, to_unit
+from .global_batch import gather_global_batch, iteration_generator, local_rows
 
 __all__ = ['CQShiftModel']
 
@@ -18,8 +19,8 @@ class CQShiftModel(FaceBaseModel):
     faces, ``down_opt`` (L_down) ties ŷ's low frequencies to x_l, ``recon_opt`` makes G(w_l) reproduce x_l (so
     α = 0 gives the LQ look), ``cycle_opt`` asks G(E_H(ŷ) − Δ^i) to come back to G(w_l).
     Upper branch (``train.upper_branch``, default on): x_h → w_h = E_H(x_h) (frozen stage-1 encoder,
-    ``network_eh``) → x̃_l = G(w_h − Δ^j) with Δ^j from a random LQ image of the batch; D_L judges x̃_l against LQ
-    faces and ``cycle_opt``/``cycle_latent_opt`` ask E_L(x̃_l) + Δ^j to come back to x_h / w_h.
+    ``network_eh``) → x̃_l = G(w_h − Δ^j) with Δ^j from a random LQ image of the (global) batch; D_L judges x̃_l
+    against LQ faces and ``cycle_opt``/``cycle_latent_opt`` ask E_L(x̃_l) + Δ^j to come back to x_h / w_h.
     Every term is on when its ``train.<name>_opt`` section is present. [R] marks in DESIGN.md: the branch
     wiring beyond the poster, the loss forms and weights are reconstructions, all switchable here.
     """
@@ -125,7 +126,7 @@ class CQShiftModel(FaceBaseModel):
         if self.upper_branch:
             with torch.set_grad_enabled(self.finetune_eh):
                 w_h = self.net_eh(x_h)
-            delta_j = delta[torch.randint(delta.shape[0], (x_h.shape[0], ), device=delta.device)]
+            delta_j = self.partner_shifts(delta, current_iter)
             synthetic_lq = net.decode(net.shift(w_h, delta_j, -1.0))
             losses['l_g_gan_l'] = self.cri_gan_l(self.net_d_l(synthetic_lq), True, is_disc=False)
             if 'cycle' in self.cri or 'cycle_latent' in self.cri:
@@ -150,6 +151,14 @@ class CQShiftModel(FaceBaseModel):
                                     'd_l', losses)
         losses['l_g_total'] = total
         self.finish_step(losses)
+
+    def partner_shifts(self, delta, current_iter):
+        """Δ^j for each HQ image: the shift of an LQ image drawn uniformly from the global batch (every rank's),
+        with a draw that depends on (manual_seed, iteration) only, so R ranks pair as one process would."""
+        deltas = gather_global_batch(delta)
+        generator = iteration_generator(self.opt.get('manual_seed') or 0, current_iter)
+        partners = torch.randint(deltas.shape[0], (deltas.shape[0], ), generator=generator)
+        return deltas[local_rows(partners).to(delta.device)]
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from cqshift_basicsr.checkpoints import expand_state_dict, load_checkpoint, strip_module_prefix
 from cqshift_basicsr.compat import path_option_name
+from cqshift_basicsr.models.global_batch import convert_to_global_batchnorm
 from cqshift_basicsr.results import records_test_metrics
 
 __all__ = ['FaceBaseModel', 'set_requires_grad', 'to_signed', 'to_unit']
@@ -49,7 +50,9 @@ class FaceBaseModel(BaseModel):
 
         Networks are not wrapped in DistributedDataParallel: these models call several methods of a network per
         iteration (encode, decode, ...), which DDP does not follow. In distributed runs the weights are broadcast
-        from rank 0 here and :meth:`sync_gradients` averages gradients before each optimizer step instead.
+        from rank 0 here and :meth:`sync_gradients` averages gradients before each optimizer step instead, and a
+        trained network's BatchNorm layers use the global batch's statistics (:class:`GlobalBatchNorm`), so that R
+        ranks with batch b train as one process with batch R·b.
         """
         key = f'network_{name}'
         if key not in self.opt:
@@ -61,8 +64,21 @@ class FaceBaseModel(BaseModel):
         if self.opt.get('dist'):
             for tensor in list(net.parameters()) + list(net.buffers()):
                 dist.broadcast(tensor.data, src=0)
+            if trainable and self.is_train:
+                net = convert_to_global_batchnorm(net)
+                self._warn_if_stddev_groups_depend_on_ranks(name, net)
         self.print_network(net)
         return net
+
+    def _warn_if_stddev_groups_depend_on_ranks(self, name, net):
+        """StyleGAN2's minibatch stddev groups samples within a rank's batch; they are the 1-rank run's groups only
+        when ``stddev_group`` divides the per-rank batch (otherwise the layer shrinks the group)."""
+        group = getattr(net, 'stddev_group', None)
+        batch = ((self.opt.get('datasets') or {}).get('train') or {}).get('batch_size_per_gpu')
+        if group and batch and batch % group:
+            get_root_logger().warning(
+                f'network_{name}: stddev_group {group} does not divide batch_size_per_gpu {batch}; the minibatch '
+                'stddev then uses smaller groups, so this run differs from one process with the global batch.')
 
     def sync_gradients(self, *nets):
         """Average the gradients of ``nets`` over the ranks (no-op when not distributed)."""

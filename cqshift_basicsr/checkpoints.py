@@ -19,7 +19,8 @@ Trust and durability (every checkpoint file goes through these two):
   path. Full unpickling (``trust=True``) is reserved for an explicit, documented user flag (the StyleGAN2 converter's
   ``--trust-checkpoint``); nothing passes it by default.
 * :func:`atomic_save` writes a checkpoint to a temporary file in the target's folder, flushes and fsyncs it, then
-  renames it over the target (``os.replace``): a kill during the write leaves the previous file intact.
+  renames it over the target (``os.replace``): a kill during the write leaves the previous file intact, and its
+  partial temporary file, which :func:`interrupted_writes` finds (``--auto_resume`` removes them).
 """
 import os
 import pickle
@@ -31,8 +32,8 @@ from collections import OrderedDict
 import torch
 
 __all__ = ['compact_state_dict', 'expand_state_dict', 'export_checkpoint', 'export_stylegan2_prior', 'INT8_SUFFIX',
-           'SCALE_SUFFIX', 'load_checkpoint', 'strip_module_prefix', 'atomic_save', 'checkpoint_is_complete', 'UntrustedCheckpointError',
-           'CorruptCheckpointError']
+           'SCALE_SUFFIX', 'load_checkpoint', 'strip_module_prefix', 'atomic_save', 'checkpoint_is_complete',
+           'interrupted_writes', 'UntrustedCheckpointError', 'CorruptCheckpointError']
 
 INT8_SUFFIX = '.int8'
 SCALE_SUFFIX = '.int8_scale'
@@ -125,6 +126,18 @@ def atomic_save(obj, path):
         pass
     finally:
         os.close(dir_fd)
+
+
+# atomic_save's temporary files: '.' + target name + '.' + mkstemp's 8 random characters + '.tmp'
+_ATOMIC_TEMP_NAME = re.compile(r'^\..+\.[a-z0-9_]{8}\.tmp$')
+
+
+def interrupted_writes(folder):
+    """Paths of the temporary files that :func:`atomic_save` calls killed mid-write left in ``folder`` (a save that
+    finishes or fails removes its own)."""
+    if not folder or not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder) if _ATOMIC_TEMP_NAME.match(name))
 
 
 def strip_module_prefix(state_dict):

@@ -30,7 +30,8 @@ Trust and durability (issue 8; tested in ``tests/test_trust_checkpoints.py`` and
    raises instead of being ignored. The ``.state`` also records the network files saved with it, the RNG states
    (torch, CUDA, numpy, python ``random``; one set per rank) and the sampler's position (epoch, batches done).
 8. Verified ``--auto_resume``: the newest state whose file loads and whose network files are complete is used; torn
-   ones are skipped with a warning. With ``--auto_resume`` the experiment folder is never archived.
+   ones are skipped with a warning, and the partial files of killed checkpoint writes are removed. With
+   ``--auto_resume`` the experiment folder is never archived.
 9. Exact continuation: on resume the train sampler skips the batches of the interrupted epoch already trained on, and
    the RNG states are restored just before the first batch is drawn, so a resumed run continues the sequence of the
    run it replaces (exactly with ``num_worker_per_gpu: 0``; with worker processes the data order is the same but the
@@ -85,8 +86,8 @@ from basicsr.utils.dist_util import get_dist_info, master_only  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from cqshift_basicsr.checkpoints import (CorruptCheckpointError, UntrustedCheckpointError,  # noqa: E402
-                                         atomic_save, checkpoint_is_complete, load_checkpoint,
-                                         strip_module_prefix)
+                                         atomic_save, checkpoint_is_complete, interrupted_writes,
+                                         load_checkpoint, strip_module_prefix)
 from cqshift_basicsr.data.sample_draws import keyed_sample_indices  # noqa: E402
 
 # State of the current training run, shared by the pipeline hooks below (one train_pipeline per process).
@@ -144,6 +145,17 @@ def find_resumable_state(opt):
     return None, None
 
 
+def remove_interrupted_writes(opt):
+    """Fix 8: delete the partial files of checkpoint writes that a killed run left in ``models/`` and
+    ``training_states/`` (up to a checkpoint's size each); nothing writes there before this run saves."""
+    if get_dist_info()[0] != 0:
+        return
+    for folder in (opt['path'].get('models'), opt['path'].get('training_states')):
+        for path in interrupted_writes(folder):
+            os.remove(path)
+            _warn(f'--auto_resume: removed {path}, left by a checkpoint write that was killed.')
+
+
 def state_map_location(opt):
     """Where resumed optimizer states go: the current GPU when the run uses GPUs, else the CPU."""
     if opt.get('num_gpu', 0) != 0 and torch.cuda.is_available():
@@ -156,6 +168,7 @@ def load_resume_state(opt):
     device-aware map location, weights-only loading and (``--auto_resume``) the newest state that is intact."""
     _reset_run(auto_resume=bool(opt.get('auto_resume')))
     if opt['auto_resume']:
+        remove_interrupted_writes(opt)
         path, resume_state = find_resumable_state(opt)
         if path is None:
             return None

@@ -220,9 +220,10 @@ MODEL_OPTIONS = {
     # path.pretrain_network_stylegan when no network_g weights are given)
     'CQShiftModel': ModelOptions(
         networks=('g', 'eh', 'd_h', 'd_l'), weights=('stylegan', ),
-        train=dict(_FACE_GAN_TRAIN, upper_branch=BOOL, alpha=TRAIN_ALPHA, optim_g=OPTIMIZER, optim_d=OPTIMIZER,
-                   optim_eh=OPTIMIZER, **_losses('gan', 'gan_l', 'down', 'recon', 'cycle', 'cycle_latent', 'shift_reg',
-                                                  'wnorm', 'lpips', 'identity')),
+        train=dict(_FACE_GAN_TRAIN, upper_branch=BOOL, shift_carries_restoration=BOOL, alpha=TRAIN_ALPHA,
+                   optim_g=OPTIMIZER, optim_d=OPTIMIZER, optim_eh=OPTIMIZER,
+                   **_losses('gan', 'gan_l', 'down', 'recon', 'cycle', 'cycle_latent', 'shift_reg', 'wnorm', 'lpips',
+                             'identity')),
         val=dict(_FACE_VAL, alpha=ALPHA, alphas=list_of(ALPHA), report_input=BOOL)),
     # cqshift_basicsr/models/cqshift_encoder_model.py
     'CQShiftEncoderModel': ModelOptions(

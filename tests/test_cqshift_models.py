@@ -114,6 +114,19 @@ def test_stage2_trains_only_el_edeg_and_the_global_shift(weights):
     assert net.generator.training is False
 
 
+def test_shift_carries_restoration_keeps_the_restoration_losses_off_el(weights):
+    """With only ŷ's losses (D_H, L_down), E_L learns nothing when the switch is on, and does when it is off."""
+    restoration_losses = {k: STAGE2_LOSSES[k] for k in ('gan_opt', 'down_opt')}
+    for carries in (True, False):
+        model = build_model(stage2_opt(weights, losses=restoration_losses, upper_branch=False,
+                                       shift_carries_restoration=carries))
+        model.feed_data(batch())
+        model.optimize_parameters(1)
+        trained = params_with_grad(model.net_g)
+        assert 'delta_global' in trained and any(n.startswith('deg_encoder.') for n in trained)
+        assert any(n.startswith('encoder.') for n in trained) != carries
+
+
 @pytest.mark.parametrize('change, removed', [
     ({}, set()),
     ({'network_g': dict(TINY_NET, shift_mode='global')}, {'l_shift'}),

@@ -21,6 +21,7 @@ class CQShiftModel(FaceBaseModel):
     Upper branch (``train.upper_branch``, default on): x_h → w_h = E_H(x_h) (frozen stage-1 encoder,
     ``network_eh``) → x̃_l = G(w_h − Δ^j) with Δ^j from a random LQ image of the (global) batch; D_L judges x̃_l
     against LQ faces and ``cycle_opt``/``cycle_latent_opt`` ask E_L(x̃_l) + Δ^j to come back to x_h / w_h.
+    ``train.shift_carries_restoration`` ([R], default off) stops ŷ's losses at w_l, so they train Δ only.
     Every term is on when its ``train.<name>_opt`` section is present. [R] marks in DESIGN.md: the branch
     wiring beyond the poster, the loss forms and weights are reconstructions, all switchable here.
     """
@@ -58,6 +59,7 @@ class CQShiftModel(FaceBaseModel):
         self.net_g.train()
         self.upper_branch = train_opt.get('upper_branch', True)
         self.alpha_train = float(train_opt.get('alpha', 1.0))
+        self.shift_carries_restoration = bool(train_opt.get('shift_carries_restoration', False))
         self.finetune_eh = bool(train_opt.get('optim_eh'))
         self.net_eh = self.build_subnet('eh', trainable=self.finetune_eh)
         self.load_pretrained(self.net_eh, 'eh', required=True, default_param_key='params_ema')
@@ -102,7 +104,10 @@ class CQShiftModel(FaceBaseModel):
 
         # lower branch: restore the LQ image
         w_l, delta = net.encode(x_l)
-        restored = net.decode(net.shift(w_l, delta, self.alpha_train))
+        # [R] with `shift_carries_restoration`, ŷ's losses (D_H, L_down) train the shift only: E_L is left to
+        # reproduce the LQ look (recon/cycle), so that alpha, not E_L, decides how restored a face is
+        w_restore = w_l.detach() if self.shift_carries_restoration else w_l
+        restored = net.decode(net.shift(w_restore, delta, self.alpha_train))
         losses['l_g_gan_h'] = self.cri['gan'](self.net_d_h(restored), True, is_disc=False)
         if 'down' in self.cri:
             losses['l_down'] = self.cri['down'](restored, x_l)

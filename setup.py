@@ -20,6 +20,7 @@ setup(
             'cqshift-train=cqshift_basicsr.train:main',
             'cqshift-test=cqshift_basicsr.test:main',
             'cqshift-convert-lpips=cqshift_basicsr.metrics.lpips_weights:main',
+            'cqshift-export=cqshift_basicsr.export:main',
         ]
     },
 )

@@ -11,7 +11,8 @@ The file (``torch.save`` of plain dicts, lists, strings, numbers and tensors onl
 * ``network_g``: the arch options (``type`` + keyword arguments for basicsr's ``build_network``), with options that
   point at files needed only to initialise a training (``*_path``, e.g. ``encoder_imagenet_path``) set to None:
   the exported weights replace them;
-* ``params``: the generator's weights, the EMA copy (``params_ema``) when the checkpoint has one; kept as stored
+* ``params``: the generator's weights: the entry the option file's ``path.param_key_g`` names, else the EMA copy
+  (``params_ema``) when the checkpoint has one, else ``params``; kept as stored
   (a shipped compact file stays float16/int8: :func:`cqshift_basicsr.checkpoints.expand_state_dict` restores it);
 * ``param_key``: which entry of the checkpoint that was; ``checkpoint``: the checkpoint's path as given;
 * ``trained_on``: the train dataset's name, type, ``degradation`` options and levels (None for an option file
@@ -103,8 +104,8 @@ def _export_cqshift(opt, checkpoint_path, option):
     checkpoint = load_checkpoint(checkpoint_path, option, what='generator checkpoint')
     if not isinstance(checkpoint, dict):
         raise ValueError(f'{option}: {checkpoint_path!r} is not a state dict checkpoint.')
-    wanted = (opt.get('path') or {}).get('param_key_g')
-    for param_key in ('params_ema', wanted, 'params'):
+    wanted = (opt.get('path') or {}).get('param_key_g')  # the option file's choice first, else the EMA copy
+    for param_key in (wanted, 'params_ema', 'params'):
         if param_key and isinstance(checkpoint.get(param_key), dict):
             break
     else:

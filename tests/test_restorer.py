@@ -198,3 +198,43 @@ def test_shipped_demo_model_exports_and_restores(repo_root, tmp_path):
     _, (restored_1,), _ = restorer.enhance(face, has_aligned=True, alpha=1.0)
     assert cropped.shape == restored_0.shape == (64, 64, 3) and small.shape == face.shape
     assert not np.array_equal(restored_0, restored_1)
+
+
+def test_param_key_g_of_the_option_file_wins(exported, tmp_path):
+    """GFPGAN-style option files pick `params` on purpose (path.param_key_g) although the checkpoint has an EMA."""
+    assert load_checkpoint(exported['model'], 'test')['param_key'] == 'params_ema'  # without param_key_g: EMA
+    opt_path = tmp_path / 'params.yml'
+    write_yaml(str(opt_path), dict(model_type='CQShiftModel', network_g=TINY_NET,
+                                   path=dict(pretrain_network_g=exported['checkpoint'], param_key_g='params')))
+    data = export_model(str(opt_path), str(tmp_path / 'm.pth'))
+    assert data['param_key'] == 'params'
+    assert all(torch.equal(data['params'][k], v) for k, v in exported['net'].state_dict().items())
+
+
+def test_aligned_restoration_equals_the_test_pipeline(repo_root, toy_faces, tmp_path):
+    """enhance() on the small LQ face (as a user has it) gives test.py's images exactly: the same upsampling to the
+    model's size, the same weights (shipped compact file through cqshift-export vs. CQShiftModel.load_network),
+    the same quantisation."""
+    import yaml
+    from basicsr.data import build_dataset
+    from basicsr.models import build_model
+
+    with open(os.path.join(repo_root, 'options/toy/test_toy_cqshift.yml')) as f:
+        opt = yaml.safe_load(f)
+    opt_path = tmp_path / 'test.yml'
+    opt['path']['pretrain_network_g'] = os.path.join(repo_root, opt['path']['pretrain_network_g'])
+    write_yaml(str(opt_path), opt)
+    export_model(str(opt_path), str(tmp_path / 'm.pth'))
+    restorer = CQShiftRestorer(str(tmp_path / 'm.pth'), device='cpu')
+    model_opt = dict(opt, is_train=False, dist=False, val=dict(alpha=1.0, alphas=[0.0]))
+    model = build_model(model_opt)
+    dataset = build_dataset(dict(opt['datasets']['test_2'], phase='test',
+                                 dataroot_gt=os.path.join(toy_faces, 'test', 'images')))
+    for index in range(3):
+        item = dataset[index]
+        model.feed_data({'lq': item['lq'][None], 'gt': item['gt'][None]})
+        outputs = model.test_outputs()
+        small = tensor2img(item['lq_small'], rgb2bgr=True, min_max=(0, 1))
+        for alpha, key in ((1.0, ''), (0.0, '@a0')):
+            _, (restored,), _ = restorer.enhance(small, has_aligned=True, alpha=alpha)
+            assert np.array_equal(restored, tensor2img(outputs[key][0], rgb2bgr=True, min_max=(0, 1))), (index, alpha)

@@ -30,10 +30,12 @@ import sys
 
 import yaml
 
-from . import __version__
-from .checkpoints import atomic_save, load_checkpoint, strip_module_prefix
+from basicsr.archs import build_network
 
-__all__ = ['EXPORT_FORMAT', 'EXPORTERS', 'read_options', 'dataset_degradations', 'export_model', 'main']
+from . import __version__
+from .checkpoints import atomic_save, expand_state_dict, load_checkpoint, strip_module_prefix
+
+__all__ = ['EXPORT_FORMAT', 'EXPORTERS', 'read_options', 'dataset_degradations', 'check_fits', 'export_model', 'main']
 
 EXPORT_FORMAT = 'cqshift-basicsr-restorer/1'
 
@@ -86,6 +88,20 @@ def dataset_degradations(opt):
     return trained_on, tested_on
 
 
+def check_fits(net, state, path, option):
+    """Raise a RuntimeError naming ``option``, ``path`` and the keys when the float32 state dict ``state`` does not
+    fit ``net`` exactly (missing, unexpected or differently shaped keys)."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected
+                  if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        raise RuntimeError(f'{option}: {path!r} does not fit its {net.__class__.__name__} options: missing keys '
+                           f'{missing[:5]} ({len(missing)}), unexpected keys {unexpected[:5]} ({len(unexpected)}), '
+                           f'shape mismatch (key, file, network) {mismatched[:5]}')
+
+
 def _arch_options(network_opt):
     """network_g without the files that only initialise a training (the exported weights replace them)."""
     arch = copy.deepcopy(network_opt)
@@ -114,8 +130,10 @@ def _export_cqshift(opt, checkpoint_path, option):
         else:
             raise KeyError(f'{option}: {checkpoint_path!r} has no params_ema or params entry; it has '
                            f'{sorted(checkpoint)[:8]}')
-    params = checkpoint if param_key is None else checkpoint[param_key]
-    return dict(network_g=_arch_options(network), params=dict(strip_module_prefix(params)), param_key=param_key)
+    params = dict(strip_module_prefix(checkpoint if param_key is None else checkpoint[param_key]))
+    arch = _arch_options(network)
+    check_fits(build_network(arch), expand_state_dict(params), checkpoint_path, option)  # fail here, not at restore
+    return dict(network_g=arch, params=params, param_key=param_key)
 
 
 # model_type -> exporter(opt, checkpoint_path, option) -> {network_g, params, param_key}.
@@ -157,7 +175,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         exported = export_model(args.opt, args.output, args.checkpoint)
-    except (FileNotFoundError, ValueError, KeyError, NotImplementedError) as error:
+    except (FileNotFoundError, ValueError, KeyError, NotImplementedError, RuntimeError) as error:
         print(f'cqshift-export: error: {error}', file=sys.stderr)
         return 1
     levels = (exported['trained_on'] or {}).get('levels') or 'unknown (no train dataset in the option file)'

@@ -18,7 +18,7 @@ from basicsr.utils import img2tensor, tensor2img
 
 from .checkpoints import expand_state_dict, load_checkpoint
 from .data.face_io import resize_face
-from .export import EXPORT_FORMAT
+from .export import EXPORT_FORMAT, check_fits
 from .models.face_base_model import to_signed, to_unit
 
 __all__ = ['CQShiftRestorer', 'PRECISIONS']
@@ -75,22 +75,11 @@ class CQShiftRestorer:
             raise NotImplementedError(f'model_path: {model_path!r} holds a {arch.get("type")!r}; CQShiftRestorer '
                                       'restores with CQShiftNet models only so far.')
         net = build_network(arch)
-        self._load_weights(net, expand_state_dict(exported['params']))
+        state = expand_state_dict(exported['params'])
+        check_fits(net, state, model_path, 'model_path')
+        net.load_state_dict(state, strict=True)
         self.net = net.eval().requires_grad_(False).to(self.device)
         self.out_size = int(arch['out_size'])
-
-    def _load_weights(self, net, state):
-        expected = net.state_dict()
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        mismatched = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected
-                      if k in state and state[k].shape != expected[k].shape]
-        if missing or unexpected or mismatched:
-            raise RuntimeError(f'model_path: {self.model_path!r} does not fit its {net.__class__.__name__} '
-                               f'options: missing keys {missing[:5]} ({len(missing)}), unexpected keys '
-                               f'{unexpected[:5]} ({len(unexpected)}), shape mismatch (key, file, network) '
-                               f'{mismatched[:5]}')
-        net.load_state_dict(state, strict=True)
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]

@@ -238,3 +238,15 @@ def test_aligned_restoration_equals_the_test_pipeline(repo_root, toy_faces, tmp_
         for alpha, key in ((1.0, ''), (0.0, '@a0')):
             _, (restored,), _ = restorer.enhance(small, has_aligned=True, alpha=alpha)
             assert np.array_equal(restored, tensor2img(outputs[key][0], rgb2bgr=True, min_max=(0, 1))), (index, alpha)
+
+
+def test_export_refuses_weights_that_do_not_fit(exported, tmp_path):
+    """A checkpoint of another network (here: E_L alone) fails at export, naming the file and a missing key."""
+    encoder_only = tmp_path / 'encoder.pth'
+    torch.save({'params_ema': exported['ema'].encoder.state_dict()}, encoder_only)
+    with pytest.raises(RuntimeError) as error:
+        export_model(exported['opt_path'], str(tmp_path / 'm.pth'), checkpoint=str(encoder_only))
+    assert str(encoder_only) in str(error.value) and "'delta_global'" in str(error.value)
+    assert export_main(['-opt', exported['opt_path'], '--checkpoint', str(encoder_only), '-o',
+                        str(tmp_path / 'm.pth')]) == 1
+    assert not (tmp_path / 'm.pth').exists()

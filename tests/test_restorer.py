@@ -134,6 +134,9 @@ def test_enhance_aligned_face_any_size(exported):
         expected = restorer.restore_aligned(img2tensor(face.astype(np.float32) / 255.)[None], 0.7)[0, 0]
         assert np.array_equal(restored[0], tensor2img(expected, rgb2bgr=True, min_max=(0, 1)))
         assert restored_img.shape == img.shape and restored_img.dtype == np.uint8
+    wide = rng.integers(0, 256, (24, 40, 4), dtype=np.uint8)  # non-square BGRA: colour channels, input's size back
+    cropped, _, restored_img = restorer.enhance(wide, has_aligned=True)
+    assert cropped[0].shape == (SIZE, SIZE, 3) and restored_img.shape == (24, 40, 3)
     gray = rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)
     _, restored_gray, _ = restorer.enhance(gray, has_aligned=True)
     _, restored_bgr, _ = restorer.enhance(np.repeat(gray[:, :, None], 3, 2), has_aligned=True)

@@ -91,13 +91,16 @@ def test_stage1_trains_only_the_encoder_and_starts_at_the_mean_latent(weights):
     assert all(torch.equal(v, model.generator.state_dict()[k]) for k, v in generator_before.items())
 
 
-def test_ema_copies_batchnorm_statistics(weights):
-    model = build_model(stage1_opt(weights))
+def test_ema_averages_batchnorm_statistics_and_copies_other_buffers(weights):
+    model = build_model(stage1_opt(weights))  # ema_decay 0.9; a fresh EMA starts as net_g (mean 0, var 1)
     model.feed_data({'gt': batch()['hq']})
     model.optimize_parameters(1)
     bn, bn_ema = model.net_g.trunk.bn1, model.net_g_ema.trunk.bn1
     assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
-    assert torch.equal(bn.running_mean, bn_ema.running_mean) and torch.equal(bn.running_var, bn_ema.running_var)
+    assert torch.allclose(bn_ema.running_mean, 0.1 * bn.running_mean, atol=1e-7)
+    assert torch.allclose(bn_ema.running_var, 0.9 + 0.1 * bn.running_var, atol=1e-6)
+    assert torch.equal(bn.num_batches_tracked, bn_ema.num_batches_tracked)
+    assert torch.equal(model.net_g.latent_avg, model.net_g_ema.latent_avg)
 
 
 def test_stage2_trains_only_el_edeg_and_the_global_shift(weights):

@@ -180,15 +180,21 @@ class FaceBaseModel(BaseModel):
 
     @torch.no_grad()
     def model_ema(self, decay=0.999):
-        """EMA of ``net_g``'s parameters into ``net_g_ema``; buffers (BatchNorm statistics, latent_avg) are copied.
+        """EMA of ``net_g``'s parameters and BatchNorm running statistics into ``net_g_ema``; other buffers
+        (latent_avg, batch counters) are copied.
 
-        basicsr's version averages parameters only, which leaves the EMA encoders' BatchNorm running statistics at
-        their initial values and breaks them in eval mode.
+        basicsr's version averages parameters only, which leaves the EMA encoders' BatchNorm statistics at their
+        initial values. Copying them is no better: they follow the last few small batches (momentum 0.1), and E_L
+        also sees the upper branch's synthetic LQ, so a copied set drifts within a few iterations of a fine-tune
+        (README: the demo fine-tune lost 0.9 dB in 22 iterations with copied statistics, none with the shipped ones).
         """
         super().model_ema(decay)
         ema_buffers = dict(self.net_g_ema.named_buffers())
         for name, buffer in self.get_bare_model(self.net_g).named_buffers():
-            ema_buffers[name].copy_(buffer)
+            if name.endswith(('running_mean', 'running_var')):
+                ema_buffers[name].mul_(decay).add_(buffer, alpha=1 - decay)
+            else:
+                ema_buffers[name].copy_(buffer)
 
     def save(self, epoch, current_iter, *extra_networks):
         """Save ``net_g`` (with ``params_ema`` when EMA is on), the ``(net, label)`` pairs given, and the training

@@ -91,6 +91,32 @@ def tiny_cqshift_networks(size, feat):
             dict(type='CQShiftStyleGAN2Discriminator', out_size=size, **narrow))
 
 
+def stage2_losses(down_scale):
+    """Every stage-2 loss of the method (both branches) at the tests' weights; ``down_scale`` is L_down's factor."""
+    return dict(
+        gan_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=0.1),
+        gan_l_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=0.05),
+        down_opt=dict(type='DownsampleL1Loss', loss_weight=1.0, scale=down_scale),
+        recon_opt=dict(type='MSELoss', loss_weight=1.0),
+        cycle_opt=dict(type='L1Loss', loss_weight=1.0),
+        cycle_latent_opt=dict(type='MSELoss', loss_weight=0.1),
+        shift_reg_opt=dict(type='MSELoss', loss_weight=1e-3),
+        wnorm_opt=dict(type='WNormLoss', loss_weight=1e-4))
+
+
+def save_stage_weights(folder, generator_opt, encoder_opt, seed=0):
+    """A random tiny StyleGAN2 prior (``params_ema``) and stage-1 encoder (``params`` and ``params_ema``), as the
+    earlier stages write them: ``{'stylegan': path, 'eh': path}``."""
+    import torch
+    from basicsr.archs import build_network
+    torch.manual_seed(seed)
+    paths = {'stylegan': os.path.join(folder, 'stylegan.pth'), 'eh': os.path.join(folder, 'eh.pth')}
+    torch.save({'params_ema': build_network(dict(generator_opt)).state_dict()}, paths['stylegan'])
+    encoder = build_network(dict(encoder_opt)).state_dict()
+    torch.save({'params': encoder, 'params_ema': encoder}, paths['eh'])
+    return paths
+
+
 def read_train_log(exp_dir):
     logs = sorted(f for f in os.listdir(exp_dir) if f.startswith('train_') and f.endswith('.log'))
     return [open(os.path.join(exp_dir, f)).read() for f in logs]

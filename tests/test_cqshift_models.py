@@ -6,36 +6,21 @@ import re
 
 import pytest
 import torch
-from basicsr.archs import build_network
 from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
-from runner_utils import (TEST_PY, TRAIN_PY, cpu_env, read_train_log, run_script, tiny_cqshift_networks,
-                          write_yaml)
+from runner_utils import (TEST_PY, TRAIN_PY, cpu_env, read_train_log, run_script, save_stage_weights, stage2_losses,
+                          tiny_cqshift_networks, write_yaml)
 
 SIZE, FEAT = 64, 32
 TINY_G, TINY_E, TINY_NET, TINY_D = tiny_cqshift_networks(SIZE, FEAT)
-STAGE2_LOSSES = dict(
-    gan_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=0.1),
-    gan_l_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=0.05),
-    down_opt=dict(type='DownsampleL1Loss', loss_weight=1.0, scale=8),
-    recon_opt=dict(type='MSELoss', loss_weight=1.0),
-    cycle_opt=dict(type='L1Loss', loss_weight=1.0),
-    cycle_latent_opt=dict(type='MSELoss', loss_weight=0.1),
-    shift_reg_opt=dict(type='MSELoss', loss_weight=1e-3),
-    wnorm_opt=dict(type='WNormLoss', loss_weight=1e-4))
+STAGE2_LOSSES = stage2_losses(down_scale=8)
 
 
 @pytest.fixture(scope='module')
 def weights(tmp_path_factory):
     """A random tiny StyleGAN2 prior and a stage-1 encoder checkpoint, as the real stages would write them."""
-    folder = tmp_path_factory.mktemp('weights')
-    torch.manual_seed(0)
-    generator = build_network(copy.deepcopy(TINY_G))
-    torch.save({'params_ema': generator.state_dict()}, folder / 'stylegan.pth')
-    encoder = build_network(copy.deepcopy(TINY_E))
-    torch.save({'params': encoder.state_dict(), 'params_ema': encoder.state_dict()}, folder / 'eh.pth')
-    return {'stylegan': str(folder / 'stylegan.pth'), 'eh': str(folder / 'eh.pth')}
+    return save_stage_weights(str(tmp_path_factory.mktemp('weights')), TINY_G, TINY_E)
 
 
 def stage1_opt(weights, **train):

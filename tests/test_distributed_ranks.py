@@ -19,7 +19,6 @@ weights must agree to ``WEIGHT_RTOL`` = 3e-4 in relative L2 norm (10x that floor
 undone changes G's weights by 1.5e-3 to 3.4e-2 (measured; 2.5e-2 when the batch is not halved). The log prints 5
 significant digits: losses are compared to ``LOSS_RTOL`` = 2e-4 (measured 1.5e-5; any point undone: 2e-2 to 0.26).
 """
-import copy
 import os
 import re
 import shutil
@@ -28,10 +27,10 @@ import sys
 
 import pytest
 import torch
-from basicsr.archs import build_network
 from basicsr.data.data_sampler import EnlargedSampler
 
-from runner_utils import TRAIN_PY, cpu_env, free_port, read_train_log, tiny_cqshift_networks, write_yaml
+from runner_utils import (TRAIN_PY, cpu_env, free_port, read_train_log, save_stage_weights, stage2_losses,
+                          tiny_cqshift_networks, write_yaml)
 
 from cqshift_basicsr.data.face_io import make_rng
 from cqshift_basicsr.data.sample_draws import SampleIndex
@@ -139,12 +138,7 @@ def test_global_batchnorm_and_the_global_partner_gather_equal_one_process(tmp_pa
 @pytest.fixture(scope='module')
 def stage_weights(tmp_path_factory):
     """A random tiny StyleGAN2 prior and stage-1 encoder, as the earlier stages would write them."""
-    folder = tmp_path_factory.mktemp('rank_weights')
-    torch.manual_seed(0)
-    torch.save({'params_ema': build_network(copy.deepcopy(TINY_G)).state_dict()}, folder / 'stylegan.pth')
-    encoder = build_network(copy.deepcopy(TINY_E)).state_dict()
-    torch.save({'params': encoder, 'params_ema': encoder}, folder / 'eh.pth')
-    return {'stylegan': str(folder / 'stylegan.pth'), 'eh': str(folder / 'eh.pth')}
+    return save_stage_weights(str(tmp_path_factory.mktemp('rank_weights')), TINY_G, TINY_E)
 
 
 def stage2_options(name, toy_faces, weights, batch_per_rank, hq_list):
@@ -155,13 +149,6 @@ def stage2_options(name, toy_faces, weights, batch_per_rank, hq_list):
         meta_info_file=hq_list, dataroot_lq_source=os.path.join(toy_faces, 'lq', 'images'), use_hflip=True,
         degradation=dict(level=['mild', 'moderate', 'severe']), io_backend=dict(type='disk'), num_worker_per_gpu=0,
         batch_size_per_gpu=batch_per_rank, dataset_enlarge_ratio=ENLARGE, prefetch_mode=None)
-    losses = dict(
-        gan_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=0.1),
-        gan_l_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=0.05),
-        down_opt=dict(type='DownsampleL1Loss', loss_weight=1.0, scale=8),
-        recon_opt=dict(type='MSELoss', loss_weight=1.0), cycle_opt=dict(type='L1Loss', loss_weight=1.0),
-        cycle_latent_opt=dict(type='MSELoss', loss_weight=0.1), shift_reg_opt=dict(type='MSELoss', loss_weight=1e-3),
-        wnorm_opt=dict(type='WNormLoss', loss_weight=1e-4))
     return dict(
         name=name, model_type='CQShiftModel', num_gpu=0, manual_seed=3, datasets=dict(train=train_set),
         network_g=dict(TINY_NET), network_eh=dict(TINY_E), network_d_h=d,
@@ -170,7 +157,7 @@ def stage2_options(name, toy_faces, weights, batch_per_rank, hq_list):
                   pretrain_network_g=None, resume_state=None),
         train=dict(ema_decay=0.9, optim_g=dict(type='Adam', lr=1e-3), optim_d=dict(type='Adam', lr=1e-3),
                    scheduler=dict(type='MultiStepLR', milestones=[99], gamma=0.5), total_iter=TOTAL_ITER,
-                   warmup_iter=-1, r1_reg_weight=10, net_d_reg_every=2, **losses),
+                   warmup_iter=-1, r1_reg_weight=10, net_d_reg_every=2, **stage2_losses(down_scale=8)),
         logger=dict(print_freq=1, save_checkpoint_freq=1000, use_tb_logger=False, wandb=None),
         dist_params=dict(backend='gloo', port=29500))
 

@@ -1,7 +1,6 @@
 """Issue 8, item 1: no checkpoint can run code. A crafted ``.pth`` whose unpickling would write a marker file is fed
 to every weight option and command-line argument that takes a file, through the real classes with tiny random
 networks: each refuses it with an error naming the option, and the marker is never written."""
-import copy
 import os
 import re
 import subprocess
@@ -15,7 +14,7 @@ from basicsr.models import build_model
 
 from cqshift_basicsr import compat
 from cqshift_basicsr.checkpoints import UntrustedCheckpointError, load_checkpoint
-from runner_utils import tiny_cqshift_networks
+from runner_utils import save_stage_weights, tiny_cqshift_networks
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 SIZE, FEAT = 32, 16
@@ -52,12 +51,7 @@ def crafted(tmp_path):
 
 @pytest.fixture(scope='module')
 def weights(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('trust_weights')
-    torch.manual_seed(0)
-    torch.save({'params_ema': build_network(copy.deepcopy(TINY_G)).state_dict()}, folder / 'stylegan.pth')
-    encoder = build_network(copy.deepcopy(TINY_E)).state_dict()
-    torch.save({'params': encoder, 'params_ema': encoder}, folder / 'eh.pth')
-    return {'stylegan': str(folder / 'stylegan.pth'), 'eh': str(folder / 'eh.pth')}
+    return save_stage_weights(str(tmp_path_factory.mktemp('trust_weights')), TINY_G, TINY_E)
 
 
 def refused(option, call):

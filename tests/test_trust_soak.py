@@ -21,10 +21,10 @@ import time
 
 import pytest
 import torch
-from basicsr.archs import build_network
 
 from cqshift_basicsr.checkpoints import checkpoint_is_complete, interrupted_writes
-from runner_utils import TRAIN_PY, cpu_env, tiny_cqshift_networks, write_yaml
+from runner_utils import (TRAIN_PY, cpu_env, save_stage_weights, stage2_losses, tiny_cqshift_networks,
+                          write_yaml)
 
 # other seeds soak other moments: CQSHIFT_SOAK_SEED=<n> pytest tests/test_trust_soak.py
 SOAK_SEED = int(os.environ.get('CQSHIFT_SOAK_SEED', 8))
@@ -35,16 +35,6 @@ WRITES_PER_CHECKPOINT = 4  # net_g, net_d_h, net_d_l, then the training state
 RUN_TIMEOUT = 120
 
 TINY_G, TINY_E, TINY_NET, TINY_D = tiny_cqshift_networks(SIZE, FEAT)
-LOSSES = dict(
-    gan_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=0.1),
-    gan_l_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=0.05),
-    down_opt=dict(type='DownsampleL1Loss', loss_weight=1.0, scale=4),
-    recon_opt=dict(type='MSELoss', loss_weight=1.0),
-    cycle_opt=dict(type='L1Loss', loss_weight=1.0),
-    cycle_latent_opt=dict(type='MSELoss', loss_weight=0.1),
-    shift_reg_opt=dict(type='MSELoss', loss_weight=1e-3),
-    wnorm_opt=dict(type='WNormLoss', loss_weight=1e-4))
-
 # basicsr's iteration line: iteration, its duration ('time'), then the losses
 ITER_LINE = re.compile(r'\[epoch:\s*\d+, iter:\s*([\d,]+), lr:\([^)]*\)\] '
                        r'\[eta: [^,]*, time \(data\): ([\d.]+) [^\]]*\] (.*)$')
@@ -68,7 +58,7 @@ def soak_options(name, data, weights):
                   pretrain_network_g=None, resume_state=None),
         train=dict(ema_decay=0.9, optim_g=dict(type='Adam', lr=1e-3), optim_d=dict(type='Adam', lr=1e-3),
                    scheduler=dict(type='MultiStepLR', milestones=[7], gamma=0.5), total_iter=TOTAL_ITER,
-                   warmup_iter=-1, r1_reg_weight=10, net_d_reg_every=2, **LOSSES),
+                   warmup_iter=-1, r1_reg_weight=10, net_d_reg_every=2, **stage2_losses(down_scale=4)),
         logger=dict(print_freq=1, save_checkpoint_freq=SAVE_FREQ, use_tb_logger=False, wandb=None))
 
 
@@ -219,12 +209,8 @@ def soak_inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp('soak_inputs')
     make_toy_faces(str(folder / 'faces'), size=SIZE, num_hq_ids=NUM_HQ, num_lq_ids=4, num_test_ids=0,
                    images_per_id=1, seed=0)
-    torch.manual_seed(0)
-    torch.save({'params_ema': build_network(dict(TINY_G)).state_dict()}, folder / 'stylegan.pth')
-    encoder = build_network(dict(TINY_E)).state_dict()
-    torch.save({'params': encoder, 'params_ema': encoder}, folder / 'eh.pth')
     data = {'hq': str(folder / 'faces' / 'hq' / 'images'), 'lq': str(folder / 'faces' / 'lq' / 'images')}
-    return data, {'stylegan': str(folder / 'stylegan.pth'), 'eh': str(folder / 'eh.pth')}
+    return data, save_stage_weights(str(folder), TINY_G, TINY_E)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ So far aligned faces only: whole photos (face detection, alignment, paste-back) 
 """
 import numbers
 
-import mmcv
 import numpy as np
 import torch
 from basicsr.archs import build_network
@@ -24,17 +23,6 @@ from .models.face_base_model import to_signed, to_unit
 __all__ = ['CQShiftRestorer', 'PRECISIONS']
 
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
-def _resize(img, height, width):
-    """uint8 HWC resize with resize_face's rule (antialiased PIL bicubic when shrinking, cv2 bicubic when
-    enlarging), for square and non-square sizes."""
-    if img.shape[:2] == (height, width):
-        return img
-    if img.shape[0] == img.shape[1] and height == width:
-        return resize_face(img, height)
-    shrinking = height * width < img.shape[0] * img.shape[1]
-    return mmcv.imresize(img, (width, height), interpolation='bicubic', backend='pillow' if shrinking else 'cv2')
 
 
 class CQShiftRestorer:
@@ -138,8 +126,8 @@ class CQShiftRestorer:
         if img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f'enhance expects an (H, W, 3) BGR image, got shape {img.shape}')
         height, width = img.shape[:2]
-        face = _resize(img, self.out_size, self.out_size)
+        face = resize_face(img, self.out_size)
         tensor = img2tensor(face.astype(np.float32) / 255., bgr2rgb=True, float32=True)
         restored = self.restore_aligned(tensor.unsqueeze(0), [float(alpha)])[0, 0]
         restored_face = tensor2img(restored, rgb2bgr=True, min_max=(0, 1))
-        return [face], [restored_face], _resize(restored_face, height, width)
+        return [face], [restored_face], resize_face(restored_face, (height, width))

@@ -227,13 +227,14 @@ def read_face_file(path, check=FaceCheck(), rgba_background='white'):
 
 
 def resize_face(img, size, upsample='bicubic'):
-    """Resize a square uint8 face to ``size``x``size``: antialiased bicubic (PIL) when shrinking, ``upsample``
-    (cv2 via mmcv) when enlarging."""
-    current = img.shape[0]
-    if current == size and img.shape[1] == size:
+    """Resize a uint8 face to ``size`` (an int: square; or ``(height, width)``): antialiased bicubic (PIL) when
+    shrinking (fewer pixels), ``upsample`` (cv2 via mmcv) when enlarging."""
+    height, width = (size, size) if isinstance(size, (int, np.integer)) else size
+    if img.shape[:2] == (height, width):
         return img
-    backend, interpolation = ('pillow', 'bicubic') if current > size else ('cv2', upsample)
-    return mmcv.imresize(img, (size, size), interpolation=interpolation, backend=backend)
+    shrinking = height * width < img.shape[0] * img.shape[1]
+    backend, interpolation = ('pillow', 'bicubic') if shrinking else ('cv2', upsample)
+    return mmcv.imresize(img, (width, height), interpolation=interpolation, backend=backend)
 
 
 def read_parsing(path, size, resize=False, option='resize_gt'):

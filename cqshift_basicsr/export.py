@@ -3,39 +3,51 @@
     python -m cqshift_basicsr.export -opt options/toy/test_toy_cqshift.yml -o model.pth
     python -m cqshift_basicsr.export -opt options/train_stage2_cqshift_mild.yml \\
         --checkpoint experiments/<name>/models/net_g_10000.pth -o model.pth
+    python -m cqshift_basicsr.export -opt options/toy/test_toy_gfpgan.yml -o gfpgan.pth
+    python -m cqshift_basicsr.export -opt options/toy/test_toy_psfrgan.yml -o psfrgan.pth   # + its face parser
 
 The file (``torch.save`` of plain dicts, lists, strings, numbers and tensors only, so it loads with
 ``weights_only=True``) holds everything :class:`cqshift_basicsr.restorer.CQShiftRestorer` needs:
 
-* ``format``: ``EXPORT_FORMAT``; ``model_type`` (the option file's, e.g. ``CQShiftModel``);
+* ``format``: ``EXPORT_FORMAT``; ``model_type`` (the option file's: ``CQShiftModel``, ``GFPGANModel`` or
+  ``PSFRGANModel``);
 * ``network_g``: the arch options (``type`` + keyword arguments for basicsr's ``build_network``), with options that
-  point at files needed only to initialise a training (``*_path``, e.g. ``encoder_imagenet_path``) set to None:
-  the exported weights replace them;
+  point at files needed only to initialise a training (``*_path``, e.g. ``encoder_imagenet_path``, GFPGAN's
+  ``decoder_load_path``) set to None: the exported weights replace them;
 * ``params``: the generator's weights: the entry the option file's ``path.param_key_g`` names, else the EMA copy
   (``params_ema``) when the checkpoint has one, else ``params``; kept as stored
   (a shipped compact file stays float16/int8: :func:`cqshift_basicsr.checkpoints.expand_state_dict` restores it);
 * ``param_key``: which entry of the checkpoint that was; ``checkpoint``: the checkpoint's path as given;
+* PSFRGAN only, its face parser (PSFRGAN conditions its generator on the parsing map of the LQ face):
+  ``network_parsing`` (the option file's ParseNet build options), ``params_parsing`` (the weights of
+  ``path.pretrain_network_parsing``, the entry ``load_parsenet`` reads), ``param_key_parsing``, ``checkpoint_parsing``;
 * ``trained_on``: the train dataset's name, type, ``degradation`` options and levels (None for an option file
   without a train dataset, e.g. a test file); ``tested_on``: the same for its test/val datasets;
 * ``options_file``, ``options_sha256`` (of the file's bytes), ``version`` (the package's).
 
-Supported: CQShiftModel option files (``network_g.type: CQShiftNet``). :data:`EXPORTERS` maps a model type to its
-exporter, the place where GFPGAN and PSFRGAN option files (issue 9) will plug in; they are not implemented yet.
+One code path exports every model type; :data:`EXPORTERS` maps a model type to its :class:`ModelExport`: which
+generator archs its test path runs, and a hook for the extra networks it needs at inference (PSFRGAN's parser).
+The generator types are those the restorer has a forward adapter for (CQShiftNet, gfpgan's GFPGANv1Clean,
+PSFRGANGenerator).
 """
 import argparse
 import copy
 import hashlib
 import os
 import sys
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
 
 import yaml
 
 from basicsr.archs import build_network
 
 from . import __version__
+from .archs.face_parsing import build_parsenet
 from .checkpoints import atomic_save, expand_state_dict, load_checkpoint, strip_module_prefix
 
-__all__ = ['EXPORT_FORMAT', 'EXPORTERS', 'read_options', 'dataset_degradations', 'check_fits', 'export_model', 'main']
+__all__ = ['EXPORT_FORMAT', 'EXPORTERS', 'ModelExport', 'read_options', 'dataset_degradations', 'check_fits',
+           'build_parser_network', 'export_model', 'main']
 
 EXPORT_FORMAT = 'cqshift-basicsr-restorer/1'
 
@@ -111,34 +123,80 @@ def _arch_options(network_opt):
     return arch
 
 
-def _export_cqshift(opt, checkpoint_path, option):
-    """The network part of an exported CQShiftModel: arch options, weights and their key."""
-    network = opt.get('network_g')
-    if not isinstance(network, dict) or network.get('type') != 'CQShiftNet':
-        raise ValueError(f'-opt: a CQShiftModel option file needs network_g.type: CQShiftNet, got '
-                         f'{(network or {}).get("type")!r}.')
-    checkpoint = load_checkpoint(checkpoint_path, option, what='generator checkpoint')
+def _checkpoint_weights(path, option, param_keys, what):
+    """(state dict, key it came from) of a checkpoint: the first of ``param_keys`` (None entries skipped) that holds
+    a dict, or the whole file when it is a bare state dict (key None)."""
+    checkpoint = load_checkpoint(path, option, what=what)
     if not isinstance(checkpoint, dict):
-        raise ValueError(f'{option}: {checkpoint_path!r} is not a state dict checkpoint.')
-    wanted = (opt.get('path') or {}).get('param_key_g')  # the option file's choice first, else the EMA copy
-    for param_key in (wanted, 'params_ema', 'params'):
+        raise ValueError(f'{option}: {path!r} is not a state dict checkpoint.')
+    for param_key in param_keys:
         if param_key and isinstance(checkpoint.get(param_key), dict):
-            break
-    else:
-        if all(hasattr(v, 'shape') for v in checkpoint.values()):
-            param_key = None  # a bare state dict
-        else:
-            raise KeyError(f'{option}: {checkpoint_path!r} has no params_ema or params entry; it has '
-                           f'{sorted(checkpoint)[:8]}')
-    params = dict(strip_module_prefix(checkpoint if param_key is None else checkpoint[param_key]))
+            return dict(strip_module_prefix(checkpoint[param_key])), param_key
+    if checkpoint and all(hasattr(v, 'shape') for v in checkpoint.values()):
+        return dict(strip_module_prefix(checkpoint)), None
+    wanted = ' or '.join(dict.fromkeys(k for k in param_keys if k))
+    raise KeyError(f'{option}: {path!r} has no {wanted} entry; it has {sorted(checkpoint)[:8]}')
+
+
+def build_parser_network(network_parsing):
+    """PSFRGAN's face parser (facexlib ParseNet, random weights) from its ``network_parsing`` options, as
+    ``PSFRGANModel`` builds it: ``type`` is informational only, everything else goes to ``build_parsenet``."""
+    parsing_opt = dict(network_parsing or {})
+    parsing_opt.pop('type', None)
+    return build_parsenet(**parsing_opt)
+
+
+# The checkpoint entries load_parsenet (PSFRGANModel's parser loader) reads, in its order.
+_PARSER_PARAM_KEYS = ('params_ema', 'params', 'state_dict')
+
+
+def _export_psfrgan_parser(opt, opt_path):
+    """PSFRGAN's parser: its options and the weights of the option file's ``path.pretrain_network_parsing``."""
+    option = f'{opt_path}: path.pretrain_network_parsing'
+    parser_path = (opt.get('path') or {}).get('pretrain_network_parsing')
+    if not parser_path:
+        raise ValueError(f'{option} is not set: a PSFRGAN export needs the face parser weights its model was '
+                         'trained with.')
+    parsing_opt = _arch_options(opt.get('network_parsing') or {})
+    params, param_key = _checkpoint_weights(parser_path, option, _PARSER_PARAM_KEYS, 'face parser weights')
+    check_fits(build_parser_network(parsing_opt), expand_state_dict(params), parser_path, option)
+    return dict(network_parsing=parsing_opt, params_parsing=params, param_key_parsing=param_key,
+                checkpoint_parsing=str(parser_path))
+
+
+@dataclass(frozen=True)
+class ModelExport:
+    """How one model type is exported.
+
+    Attributes:
+        arch_types: the ``network_g.type`` values its test path runs and the restorer has a forward adapter for.
+        extra_networks: ``hook(opt, opt_path) -> dict`` of entries for the other networks its inference needs
+            (PSFRGAN's face parser), or None.
+    """
+    arch_types: Tuple[str, ...]
+    extra_networks: Optional[Callable[[dict, str], dict]] = None
+
+
+# model_type -> how to export it. GFPGANv1 (not Clean) is left out: its StyleGAN2 needs basicsr's compiled CUDA ops.
+EXPORTERS = {
+    'CQShiftModel': ModelExport(('CQShiftNet', )),
+    'GFPGANModel': ModelExport(('GFPGANv1Clean', )),
+    'PSFRGANModel': ModelExport(('PSFRGANGenerator', ), extra_networks=_export_psfrgan_parser),
+}
+
+
+def _export_generator(opt, model_type, arch_types, checkpoint_path, option):
+    """The generator part of any export: arch options, weights and their key, checked against the arch."""
+    network = opt.get('network_g')
+    if not isinstance(network, dict) or network.get('type') not in arch_types:
+        raise ValueError(f'-opt: a {model_type} option file needs network_g.type {" or ".join(arch_types)}, got '
+                         f'{(network or {}).get("type")!r}.')
+    wanted = (opt.get('path') or {}).get('param_key_g')  # the option file's choice first, else the EMA copy
+    params, param_key = _checkpoint_weights(checkpoint_path, option, (wanted, 'params_ema', 'params'),
+                                            'generator checkpoint')
     arch = _arch_options(network)
     check_fits(build_network(arch), expand_state_dict(params), checkpoint_path, option)  # fail here, not at restore
     return dict(network_g=arch, params=params, param_key=param_key)
-
-
-# model_type -> exporter(opt, checkpoint_path, option) -> {network_g, params, param_key}.
-# GFPGANModel (GFPGANv1Clean) and PSFRGANModel (PSFRGANGenerator) go here next (issue 9, item 1).
-EXPORTERS = {'CQShiftModel': _export_cqshift}
 
 
 def export_model(opt_path, output, checkpoint=None):
@@ -148,14 +206,17 @@ def export_model(opt_path, output, checkpoint=None):
     model_type = opt.get('model_type')
     if model_type not in EXPORTERS:
         raise NotImplementedError(f'-opt: {opt_path!r} has model_type {model_type!r}; cqshift-export supports '
-                                  f'{sorted(EXPORTERS)} so far (GFPGAN and PSFRGAN exports are not implemented yet).')
+                                  f'{sorted(EXPORTERS)}.')
     option = '--checkpoint'
     if checkpoint is None:
         checkpoint = (opt.get('path') or {}).get('pretrain_network_g')
         option = f'{opt_path}: path.pretrain_network_g'
         if not checkpoint:
             raise ValueError(f'{opt_path!r} has no path.pretrain_network_g; give the weights with --checkpoint.')
-    exported = EXPORTERS[model_type](opt, checkpoint, option)
+    spec = EXPORTERS[model_type]
+    exported = _export_generator(opt, model_type, spec.arch_types, checkpoint, option)
+    if spec.extra_networks is not None:
+        exported.update(spec.extra_networks(opt, opt_path))
     trained_on, tested_on = dataset_degradations(opt)
     exported.update(format=EXPORT_FORMAT, model_type=model_type, checkpoint=str(checkpoint), trained_on=trained_on,
                     tested_on=tested_on, options_file=os.path.basename(opt_path), options_sha256=digest,
@@ -167,7 +228,8 @@ def export_model(opt_path, output, checkpoint=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='cqshift-export', description='Write one self-describing restorer file (arch options, EMA weights, '
-        'degradation levels, option-file hash, version) for CQShiftRestorer / cqshift-restore.')
+        'degradation levels, option-file hash, version) for CQShiftRestorer / cqshift-restore, from a CQShift, '
+        'GFPGAN or PSFRGAN option file (PSFRGAN: with its face parser, path.pretrain_network_parsing).')
     parser.add_argument('-opt', required=True, help='the train or test option file (YAML) of the model')
     parser.add_argument('--checkpoint', default=None,
                         help='generator checkpoint (net_g_*.pth); default: the option file\'s path.pretrain_network_g')
@@ -179,8 +241,10 @@ def main(argv=None):
         print(f'cqshift-export: error: {error}', file=sys.stderr)
         return 1
     levels = (exported['trained_on'] or {}).get('levels') or 'unknown (no train dataset in the option file)'
+    parser = (f' + face parser [{exported["param_key_parsing"]}] from {exported["checkpoint_parsing"]}'
+              if 'params_parsing' in exported else '')
     print(f'{args.output}: {exported["network_g"]["type"]} [{exported["param_key"]}] from {exported["checkpoint"]}, '
-          f'{len(exported["params"])} tensors; trained on levels {levels}; options sha256 '
+          f'{len(exported["params"])} tensors{parser}; trained on levels {levels}; options sha256 '
           f'{exported["options_sha256"][:12]}; version {exported["version"]} '
           f'({os.path.getsize(args.output) / 2**20:.1f} MB)')
     return 0

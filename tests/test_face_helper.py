@@ -19,9 +19,10 @@ if importlib.util.find_spec('face_recognition_models') is None:
 
 from cqshift_basicsr.archs.face_parsing import load_parsenet  # noqa: E402
 from cqshift_basicsr.data.face_io import decode_face  # noqa: E402
-from cqshift_basicsr.face_detection import DETECTOR_WEIGHTS_OPTION, LANDMARK_NAMES, LANDMARK_WEIGHTS_OPTION  # noqa: E402
-from cqshift_basicsr.face_helper import (FFHQ_TEMPLATE_512, PhotoFaceHelper, square_blend_mask,  # noqa: E402
-                                         template_points)
+from cqshift_basicsr.face_detection import (DETECTOR_WEIGHTS_OPTION, LANDMARK_NAMES,  # noqa: E402
+                                             LANDMARK_WEIGHTS_OPTION, DetectedFace)
+from cqshift_basicsr.face_helper import (FFHQ_TEMPLATE_512, PhotoFaceHelper, estimate_affine,  # noqa: E402
+                                         square_blend_mask, template_points)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 FACE_SIZE = 512  # the FFHQ size: crops at least as large as the photo's faces, so a round trip loses nothing
@@ -106,6 +107,24 @@ def test_aligned_crop_matches_the_ffhq_template(helper, astronaut):
     small = PhotoFaceHelper(face_size=64, detector=helper.detector)
     assert np.allclose(template_points('dlib-5', 64), template_points('dlib-5', FACE_SIZE) / 8)
     assert small.align(astronaut, faces)[0][0].shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize('scheme', ['dlib-5', 'retinaface-5'])
+def test_estimate_affine_recovers_a_known_similarity(scheme):
+    """Landmarks placed by a known photo -> crop similarity (exactly on the template) give that similarity back."""
+    angle, scale, shift = np.deg2rad(12), 0.37, np.array([40.0, -25.0])
+    truth = np.array([[scale * np.cos(angle), -scale * np.sin(angle), shift[0]],
+                      [scale * np.sin(angle), scale * np.cos(angle), shift[1]]])
+    crop_to_photo = cv2.invertAffineTransform(truth)
+    points = template_points(scheme, 256)
+    if scheme == 'dlib-5':  # eye corners 10 crop px either side of the eye centres, then the nose base
+        left, right, nose = points
+        points = np.stack([right + (10, 0), right - (10, 0), left - (10, 0), left + (10, 0), nose])
+    landmarks = points @ crop_to_photo[:, :2].T + crop_to_photo[:, 2]
+    face = DetectedFace(box=(0, 0, 1, 1), landmarks=landmarks, landmark_scheme=scheme, score=1.0, detector='test')
+    assert np.allclose(estimate_affine(face, 256), truth, atol=1e-3)
+    with pytest.raises(ValueError, match='Degenerate'):
+        estimate_affine(DetectedFace((0, 0, 1, 1), np.zeros((5, 2)), scheme, 1.0, 'test'), 256)
 
 
 def test_template_is_facexlibs(monkeypatch):
@@ -248,6 +267,13 @@ def no_downloads(monkeypatch):
     monkeypatch.setattr(torch.hub, 'download_url_to_file', refuse)
     monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', refuse)
     monkeypatch.setattr(socket.socket, 'connect', refuse)
+
+
+def test_no_downloads_fixture_blocks_facexlib(no_downloads):
+    """The guard below is real: facexlib's own (downloading) initialiser fails under it."""
+    from facexlib.detection import init_detection_model
+    with pytest.raises(AssertionError, match='a download was attempted'):
+        init_detection_model('retinaface_mobile0.25', device='cpu', model_rootpath=None)
 
 
 def test_retinaface_from_a_local_file_downloads_nothing(tmp_path, astronaut, no_downloads):

@@ -221,3 +221,104 @@ def test_checkpoint_with_code_is_refused_and_never_runs(tmp_path):
     with pytest.raises(ValueError, match='path.pretrain_network_stylegan.*not loaded'):
         load_checkpoint_file(str(crafted))
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------------- fast generator
+TOY_PRIOR = dict(out_size=64, num_style_feat=128, num_mlp=4, channel_multiplier=1, narrow=0.125)  # weights/ file's
+
+
+def _fast_and_clean(path, **arch):
+    """gfpgan's clean generator and ours, each loaded from the same file by the project's loader."""
+    from cqshift_basicsr.archs import StyleGAN2GeneratorFast
+    clean, fast = StyleGAN2GeneratorClean(**arch).eval(), StyleGAN2GeneratorFast(**arch).eval()
+    load_stylegan2_generator(clean, str(path))
+    load_stylegan2_generator(fast, str(path))
+    return clean, fast
+
+
+def _assert_same_outputs(clean, fast, batch, seed=0, atol=1e-4):
+    gen = torch.Generator().manual_seed(seed)
+    w = clean.get_latent(torch.randn(batch, clean.num_style_feat, generator=gen))  # W codes the prior can draw
+    w_plus = w.unsqueeze(1) + 0.3 * torch.randn(batch, clean.num_latent, clean.num_style_feat, generator=gen)
+    with torch.no_grad():
+        for latent in (w, w_plus):
+            expected, _ = clean([latent], input_is_latent=True, randomize_noise=False)
+            got, _ = fast([latent], input_is_latent=True, randomize_noise=False)
+            assert got.shape == expected.shape and got.dtype == torch.float32
+            assert (got - expected).abs().max().item() <= atol
+        z = torch.randn(batch, clean.num_style_feat, generator=gen)  # z input through the mapping, fresh noise
+        torch.manual_seed(seed)
+        expected, _ = clean([z], randomize_noise=True)
+        torch.manual_seed(seed)
+        got, _ = fast([z], randomize_noise=True)
+        assert (got - expected).abs().max().item() <= atol
+
+
+def test_fast_generator_equals_clean_with_the_shipped_toy_prior():
+    """StyleGAN2GeneratorFast loads weights/toy_stylegan2_64.pth and gives the clean generator's float32 output."""
+    import os.path as osp
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'weights', 'toy_stylegan2_64.pth')
+    clean, fast = _fast_and_clean(path, **TOY_PRIOR)
+    assert isinstance(fast, StyleGAN2GeneratorClean)
+    _assert_same_outputs(clean, fast, batch=3)
+    fast.channels_last = False  # the plain memory format gives the same numbers
+    _assert_same_outputs(clean, fast, batch=2, seed=1)
+
+
+def test_fast_generator_equals_clean_at_real_scale(tmp_path):
+    """The real 256x256 architecture (512 features, channel multiplier 2, GFPGAN's StyleGAN2 prior layout) with
+    random weights in a gfpgan clean-layout file: same outputs to 1e-4, batch 2."""
+    torch.manual_seed(0)
+    real = dict(out_size=256, num_style_feat=512, num_mlp=8, channel_multiplier=2, narrow=1)
+    source = _randomise_small_params(StyleGAN2GeneratorClean(**real))
+    path = tmp_path / 'stylegan2_256_clean.pth'
+    torch.save({'params_ema': source.state_dict()}, path)
+    clean, fast = _fast_and_clean(path, **real)
+    _assert_same_outputs(clean, fast, batch=2)
+
+
+def test_fast_generator_cache_follows_weight_changes_and_gradients_flow():
+    """Its cached kernels follow a new load and in-place edits; with trainable weights it computes afresh, and
+    gradients reach both the latent and the weights as in the clean generator."""
+    from cqshift_basicsr.archs import StyleGAN2GeneratorFast
+    torch.manual_seed(0)
+    clean = _randomise_small_params(StyleGAN2GeneratorClean(32, **TINY_G)).eval()
+    fast = StyleGAN2GeneratorFast(32, **TINY_G).eval().requires_grad_(False)
+    w = torch.randn(2, 16)
+    with torch.no_grad():
+        fast([w], input_is_latent=True, randomize_noise=False)  # fills the cache with the random init's kernels
+        fast.load_state_dict(clean.state_dict())
+        expected, _ = clean([w], input_is_latent=True, randomize_noise=False)
+        assert torch.allclose(fast([w], input_is_latent=True, randomize_noise=False)[0], expected, atol=1e-5)
+        fast.style_convs[0].modulated_conv.weight.mul_(0.5)
+        clean.style_convs[0].modulated_conv.weight.mul_(0.5)
+        expected, _ = clean([w], input_is_latent=True, randomize_noise=False)
+        assert torch.allclose(fast([w], input_is_latent=True, randomize_noise=False)[0], expected, atol=1e-5)
+    fast.requires_grad_(True)
+    latent_clean, latent_fast = w.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    clean([latent_clean], input_is_latent=True, randomize_noise=False)[0].square().sum().backward()
+    fast([latent_fast], input_is_latent=True, randomize_noise=False)[0].square().sum().backward()
+
+    def close(a, b):  # float32 rounding, relative to the gradient's scale (a sum of squares: thousands here)
+        return (a - b).abs().max().item() <= 1e-5 * b.abs().max().item() + 1e-6
+
+    assert close(latent_fast.grad, latent_clean.grad)
+    for (name, p_fast), p_clean in zip(fast.named_parameters(), clean.parameters()):
+        if p_clean.grad is None:  # the mapping network is not used for W inputs
+            assert p_fast.grad is None, name
+        else:
+            assert p_fast.grad is not None and close(p_fast.grad, p_clean.grad), name
+
+
+def test_fast_generator_bfloat16_autocast_stays_close():
+    """Under CPU bfloat16 autocast the image stays float32 and close to the float32 one (drift, not breakage)."""
+    from cqshift_basicsr.archs import StyleGAN2GeneratorFast
+    torch.manual_seed(0)
+    fast = StyleGAN2GeneratorFast(32, **TINY_G).eval()
+    w = torch.randn(2, 16)
+    with torch.no_grad():
+        reference, _ = fast([w], input_is_latent=True, randomize_noise=False)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low, _ = fast([w], input_is_latent=True, randomize_noise=False)
+    assert low.dtype == torch.float32
+    assert (low - reference).abs().max().item() < 0.05 * reference.abs().max().item() + 1e-3

@@ -2,7 +2,8 @@
 
 Pieces (DESIGN §2; [R] = reconstruction): ``encoder`` E_L (:class:`CQShiftEncoder`, ResNet-34, offset from the
 generator's mean latent), ``deg_encoder`` E_deg (ResNet-18 -> 2-layer MLP, last layer zero-initialised, = r(x)),
-``delta_global`` (learnable (C,) vector), and a frozen gfpgan ``StyleGAN2GeneratorClean`` ``generator``.
+``delta_global`` (learnable (C,) vector), and a frozen ``generator``: :class:`StyleGAN2GeneratorFast`, gfpgan's
+``StyleGAN2GeneratorClean`` (same weights, same float32 outputs) with a faster synthesis path.
 Per-image shift [R]: Delta^i = delta_global + r(x); ``shift_mode='global'`` (the ablation baseline) uses
 delta_global for every image and builds no E_deg. Images are RGB in [-1, 1], inputs and outputs.
 """
@@ -10,10 +11,10 @@ import numbers
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
-from gfpgan.archs.stylegan2_clean_arch import StyleGAN2GeneratorClean
 from torch import nn
 
 from .cqshift_encoder_arch import CQShiftEncoder, ResNetTrunk, generator_mean_latent
+from .stylegan2_fast_arch import StyleGAN2GeneratorFast
 from .stylegan2_weights import load_stylegan2_generator
 
 __all__ = ['CQShiftDegradationEncoder', 'CQShiftNet']
@@ -53,7 +54,8 @@ class CQShiftNet(nn.Module):
 
     Args:
         out_size (int): generator resolution (256 for the paper; 32/64 for tests and the demo).
-        num_style_feat, num_mlp, channel_multiplier, narrow: the frozen ``StyleGAN2GeneratorClean``'s args.
+        num_style_feat, num_mlp, channel_multiplier, narrow: the frozen generator's (``StyleGAN2GeneratorClean``'s)
+            args.
         latent_type (str): 'w' (default, the poster's W space) or 'wplus'.
         encoder_depth, encoder_base_channels, encoder_imagenet_path, encoder_pool_size, encoder_stem_stride,
             encoder_pyramid_channels: E_L's ResNet (34, 64, None, 1, 4, 0; see :class:`CQShiftEncoder`).
@@ -87,7 +89,7 @@ class CQShiftNet(nn.Module):
             self.deg_encoder = None  # the global-shift ablation has no E_deg parameters at all
         self.delta_global = nn.Parameter(torch.randn(num_style_feat) * delta_init_std)
 
-        self.generator = StyleGAN2GeneratorClean(
+        self.generator = StyleGAN2GeneratorFast(
             out_size, num_style_feat=num_style_feat, num_mlp=num_mlp, channel_multiplier=channel_multiplier,
             narrow=narrow)
         self.generator.requires_grad_(False)  # frozen prior: gradients flow through it, never into it

@@ -30,6 +30,7 @@ setup(
             'cqshift-test=cqshift_basicsr.test:main',
             'cqshift-convert-lpips=cqshift_basicsr.metrics.lpips_weights:main',
             'cqshift-export=cqshift_basicsr.export:main',
+            'cqshift-restore=cqshift_basicsr.restore:main',
         ]
     },
 )

@@ -21,8 +21,11 @@ GFPGAN decodes with its generator's stored noise maps (``randomize_noise=False``
 fresh noise per call as ``GFPGANModel.test`` and ``GFPGANer`` do: a face then restores the same in every run, batch
 and chunking, so methods are compared on their networks rather than on a noise draw.
 
-So far aligned faces only: whole photos (face detection, alignment, paste-back) are issue 9's next part and
-``enhance(..., has_aligned=False)`` says so.
+Whole photos: faces are found, aligned to the FFHQ template at the model's size and pasted back by
+:class:`cqshift_basicsr.face_helper.PhotoFaceHelper` (dlib's HOG detector by default, offline; the ``wild`` extra),
+built on the first whole-photo call. :meth:`CQShiftRestorer.restore_photo` restores every face of a photo at every
+requested alpha in one batch and returns a :class:`PhotoRestoration` (what ``cqshift-restore`` writes);
+:meth:`CQShiftRestorer.enhance` is GFPGANer's single-alpha interface over it.
 """
 import numbers
 import warnings
@@ -40,7 +43,7 @@ from .data.face_io import resize_face
 from .export import EXPORT_FORMAT, build_parser_network, check_fits
 from .models.face_base_model import to_signed, to_unit
 
-__all__ = ['CQShiftRestorer', 'PRECISIONS', 'METHODS']
+__all__ = ['CQShiftRestorer', 'PhotoFace', 'PhotoRestoration', 'PRECISIONS', 'METHODS']
 
 PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
@@ -93,6 +96,42 @@ METHODS = {
 }
 
 
+@dataclass
+class PhotoFace:
+    """One face of a photo: its detection (``cqshift_basicsr.face_detection.DetectedFace``; None for an aligned
+    input), the 2x3 photo -> crop ``affine`` (None when aligned), the aligned ``crop`` (BGR uint8, model size), its
+    ``restored`` faces (one per alpha of the restoration, BGR uint8) and, for CQShift models, ``shift``: the size of
+    its shift (see :meth:`CQShiftRestorer.shift_stats`)."""
+    detection: object
+    affine: object
+    crop: np.ndarray
+    restored: list
+    shift: dict = None
+
+
+@dataclass
+class PhotoRestoration:
+    """:meth:`CQShiftRestorer.restore_photo`'s result: the ``alphas``, the ``faces`` and, with paste-back, one
+    restored photo per alpha (``images``; BGR uint8 at ``upscale`` times the input's size)."""
+    alphas: list
+    faces: list
+    images: list
+
+
+def _to_bgr_uint8(img):
+    """GFPGANer's input conventions: BGR uint8; grayscale (H, W) and BGRA are converted."""
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise ValueError(f'enhance expects a uint8 BGR image, got dtype {img.dtype}')
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = np.ascontiguousarray(img[:, :, :3])  # BGRA: the colour channels
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f'enhance expects an (H, W, 3) BGR image, got shape {img.shape}')
+    return img
+
+
 def _load_network(net, params, model_path, option):
     """``net`` with the exported weights (checked with check_fits first), frozen in eval mode."""
     state = expand_state_dict(params)
@@ -108,13 +147,18 @@ class CQShiftRestorer:
         model_path (str): the exported model file (loaded weights-only).
         device (str | torch.device): 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'.
         precision (str): 'fp32', 'bf16' (torch.autocast; CPU and CUDA) or 'fp16' (autocast; CUDA only).
+        upscale (int): whole photos: the restored photo is ``upscale`` times the input's size (GFPGANer's).
+        face_helper (PhotoFaceHelper | dict | None): whole photos: the detection/alignment/paste-back helper, or
+            the keyword arguments of one (``detector``, ``detector_weights``, ``landmark_weights``, ``upsample``,
+            ``parse_net``, ``max_detect_size``); its ``face_size`` is the model's. None: dlib's HOG detector with the
+            5-point model from the ``wild`` extra. Built on the first whole-photo call.
 
     Attributes: ``net`` (the generator, eval mode), ``parser`` (PSFRGAN's face parser, else None), ``method``
     ('cqshift', 'gfpgan' or 'psfrgan'), ``supports_alpha`` (False: every alpha gives the same restoration),
     ``out_size``, ``info`` (the file's metadata: everything but the weights), ``device``, ``precision``.
     """
 
-    def __init__(self, model_path, device='auto', precision='fp32'):
+    def __init__(self, model_path, device='auto', precision='fp32', upscale=1, face_helper=None):
         if precision not in PRECISIONS:
             raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
         if device == 'auto':
@@ -152,6 +196,25 @@ class CQShiftRestorer:
             self.parser = FaceParser(net=parsenet, in_size=parsenet.in_size).to(self.device)
         self.out_size = int(arch['out_size'])
         self._warned_alpha = False
+        self.upscale = upscale
+        self._face_helper = face_helper
+
+    @property
+    def face_helper(self):
+        """The whole-photo :class:`PhotoFaceHelper` (built on first use: it needs the ``wild`` extra)."""
+        from .face_helper import PhotoFaceHelper  # dlib is optional: only whole photos need it
+        if not isinstance(self._face_helper, PhotoFaceHelper):
+            options = dict(self._face_helper or {})
+            if options.get('face_size', self.out_size) != self.out_size:
+                raise ValueError(f'face_helper: face_size {options["face_size"]} differs from the model\'s '
+                                 f'out_size {self.out_size}.')
+            options.update(face_size=self.out_size, upscale=self.upscale)
+            options.setdefault('device', str(self.device))
+            self._face_helper = PhotoFaceHelper(**options)
+        elif self._face_helper.face_size != self.out_size:
+            raise ValueError(f'face_helper: face_size {self._face_helper.face_size} differs from the model\'s '
+                             f'out_size {self.out_size}.')
+        return self._face_helper
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -189,36 +252,84 @@ class CQShiftRestorer:
             sweep = self._sweep(self, lq, alphas, chunk_size)
         return to_unit(sweep.float())
 
+    @staticmethod
+    def _faces_to_batch(faces):
+        return torch.stack([img2tensor(face.astype(np.float32) / 255., bgr2rgb=True, float32=True) for face in faces])
+
+    def restore_faces(self, faces, alphas=1.0, chunk_size=None):
+        """Aligned BGR uint8 faces at the model's size -> ``[[face restored at alpha a] for a in alphas]``."""
+        if not faces:
+            return [[] for _ in ([alphas] if isinstance(alphas, numbers.Number) else alphas)]
+        sweep = self.restore_aligned(self._faces_to_batch(faces), alphas, chunk_size)
+        return [[tensor2img(face, rgb2bgr=True, min_max=(0, 1)) for face in row] for row in sweep]
+
+    @torch.inference_mode()
+    def shift_stats(self, faces):
+        """Per face (aligned BGR uint8 at the model's size): ``{'norm': ||Delta^i||, 'on_global': the projection of
+        Delta^i on Delta_global in units of Delta_global (Delta^i . Delta_global / ||Delta_global||^2)}``. The
+        projection is a degradation-severity score: 1 is the average learnt shift, more means the face needs more.
+        None per face for models without a shift (GFPGAN, PSFRGAN)."""
+        if self.method != 'cqshift' or not faces:
+            return [None] * len(faces)
+        lq = to_signed(self._faces_to_batch(faces).to(self.device))
+        with self._autocast():
+            delta = self.net.compute_delta(lq).float()
+        delta_global = self.net.delta_global.float()
+        scale = delta_global.pow(2).sum().clamp_min(1e-12)
+        on_global = (delta @ delta_global) / scale
+        return [{'norm': float(norm), 'on_global': float(proj)} for norm, proj in zip(delta.norm(dim=1), on_global)]
+
+    def restore_photo(self, img, alphas=(1.0,), only_center_face=False, paste_back=True, has_aligned=False,
+                      chunk_size=None):
+        """Restore every face of a photo (or one aligned face) at every alpha, in one batch.
+
+        Args:
+            img (ndarray): BGR uint8 (H, W, 3); grayscale and BGRA are converted.
+            alphas (float | sequence): restoration strengths.
+            only_center_face (bool): only the face nearest the photo's centre.
+            paste_back (bool): also paste the faces back into the photo (one image per alpha).
+            has_aligned (bool): ``img`` is one aligned face of any size: resized to the model's size, and its
+                restorations (``images``) back to the input's size.
+            chunk_size (int | None): max images per generator call.
+
+        Returns:
+            PhotoRestoration (``faces`` empty when no face is found; ``images`` then hold the photo upscaled).
+        """
+        img = _to_bgr_uint8(img)
+        alphas = [float(alphas)] if isinstance(alphas, numbers.Number) else [float(a) for a in alphas]
+        if has_aligned:
+            detections, affines, crops = [None], [None], [resize_face(img, self.out_size)]
+        else:
+            detections = self.face_helper.detect(img, only_center_face=only_center_face)
+            crops, affines = self.face_helper.align(img, detections)
+        restored = self.restore_faces(crops, alphas, chunk_size)
+        shifts = self.shift_stats(crops)
+        faces = [PhotoFace(detection, affine, crop, [row[index] for row in restored], shift)
+                 for index, (detection, affine, crop, shift) in enumerate(zip(detections, affines, crops, shifts))]
+        images = []
+        if has_aligned:
+            images = [resize_face(face, img.shape[:2]) for face in faces[0].restored]
+        elif paste_back:
+            images = [self.face_helper.paste_back(img, [face.restored[index] for face in faces],
+                                                  [face.affine for face in faces]) for index in range(len(alphas))]
+        return PhotoRestoration(alphas=alphas, faces=faces, images=images)
+
     def enhance(self, img, has_aligned=False, only_center_face=False, paste_back=True, alpha=1.0):
         """GFPGANer.enhance's interface: returns (cropped_faces, restored_faces, restored_img).
 
         Args:
             img (ndarray): BGR uint8 image (H, W, 3); grayscale (H, W) and BGRA are converted.
             has_aligned (bool): the image is one aligned face (any size; it is resized to the model's ``out_size``
-                and the restoration back to the input's size). False (whole photos) is not implemented yet.
-            only_center_face, paste_back: whole-photo options (GFPGANer's), not used for aligned faces.
+                and the restoration back to the input's size). False: a whole photo (faces detected and aligned).
+            only_center_face (bool): whole photos: only the face nearest the centre.
+            paste_back (bool): whole photos: paste the restored faces back (else ``restored_img`` is None).
             alpha (float): restoration strength.
 
         Returns:
-            cropped_faces: [the face at out_size, BGR uint8]; restored_faces: [its restoration at out_size];
-            restored_img: the restoration at the input's size (GFPGANer returns None here for aligned faces).
+            cropped_faces: the aligned faces at out_size (BGR uint8); restored_faces: their restorations;
+            restored_img: the photo with the faces pasted back at ``upscale`` times its size (for an aligned face:
+            the restoration at the input's size; GFPGANer returns None there); None without paste-back.
         """
-        if not has_aligned:
-            raise NotImplementedError(
-                'CQShiftRestorer.enhance(has_aligned=False): whole-photo restoration (face detection, alignment and '
-                'paste-back) is not implemented yet; pass an aligned face crop with has_aligned=True.')
-        img = np.asarray(img)
-        if img.dtype != np.uint8:
-            raise ValueError(f'enhance expects a uint8 BGR image, got dtype {img.dtype}')
-        if img.ndim == 2:
-            img = np.repeat(img[:, :, None], 3, axis=2)
-        elif img.ndim == 3 and img.shape[2] == 4:
-            img = np.ascontiguousarray(img[:, :, :3])  # BGRA: the colour channels
-        if img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f'enhance expects an (H, W, 3) BGR image, got shape {img.shape}')
-        height, width = img.shape[:2]
-        face = resize_face(img, self.out_size)
-        tensor = img2tensor(face.astype(np.float32) / 255., bgr2rgb=True, float32=True)
-        restored = self.restore_aligned(tensor.unsqueeze(0), [float(alpha)])[0, 0]
-        restored_face = tensor2img(restored, rgb2bgr=True, min_max=(0, 1))
-        return [face], [restored_face], resize_face(restored_face, (height, width))
+        result = self.restore_photo(img, [float(alpha)], only_center_face, paste_back, has_aligned)
+        restored_img = result.images[0] if result.images else None
+        return [face.crop for face in result.faces], [face.restored[0] for face in result.faces], restored_img

@@ -2,6 +2,7 @@
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -40,3 +41,24 @@ def lpips_weights_root(tmp_path_factory):
         patch.setenv('CQSHIFT_ROOT', str(root))
         convert_lpips_weights('alex', default_lpips_model_path('alex'))
     return str(root)
+
+
+@pytest.fixture(scope='session')
+def astronaut():
+    """scikit-image's astronaut (public domain): one frontal face in a 512 x 512 photo, BGR uint8."""
+    from skimage import data
+    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+
+
+@pytest.fixture(scope='session')
+def group_photo():
+    """insightface's t1.jpg: six people around a table, faces of about 100 px in a 1280 x 886 photo (BGR uint8;
+    read from the installed package, never copied into the repository)."""
+    import importlib.util
+    from cqshift_basicsr.data.face_io import decode_face
+    spec = importlib.util.find_spec('insightface')  # located, not imported (it needs onnxruntime)
+    if spec is None:
+        pytest.skip('insightface (test-only, installed with --no-deps) is not installed')
+    path = os.path.join(spec.submodule_search_locations[0], 'data', 'images', 't1.jpg')
+    with open(path, 'rb') as handle:
+        return decode_face(handle.read(), path)

@@ -33,22 +33,6 @@ def psnr(a, b):
 
 
 @pytest.fixture(scope='module')
-def astronaut():
-    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])  # BGR
-
-
-@pytest.fixture(scope='module')
-def group_photo():
-    """insightface's t1.jpg: six people around a table, faces of about 100 px in a 1280 x 886 photo."""
-    spec = importlib.util.find_spec('insightface')  # located, not imported (it needs onnxruntime)
-    if spec is None:
-        pytest.skip('insightface (test-only, installed with --no-deps) is not installed')
-    path = os.path.join(spec.submodule_search_locations[0], 'data', 'images', 't1.jpg')
-    with open(path, 'rb') as handle:
-        return decode_face(handle.read(), path)
-
-
-@pytest.fixture(scope='module')
 def helper():
     return PhotoFaceHelper(face_size=FACE_SIZE)
 

@@ -141,8 +141,6 @@ def test_enhance_aligned_face_any_size(exported):
     _, restored_gray, _ = restorer.enhance(gray, has_aligned=True)
     _, restored_bgr, _ = restorer.enhance(np.repeat(gray[:, :, None], 3, 2), has_aligned=True)
     assert np.array_equal(restored_gray[0], restored_bgr[0])
-    with pytest.raises(NotImplementedError, match='whole-photo restoration .* not implemented yet'):
-        restorer.enhance(img)
 
 
 def test_mismatched_keys_name_the_file_and_key(exported, tmp_path):

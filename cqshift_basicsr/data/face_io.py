@@ -39,7 +39,8 @@ from torchvision.transforms.functional import normalize
 
 __all__ = [
     'IMG_EXTENSIONS', 'CELEBAMASK_HQ_CLASSES', 'CELEBAMASK_HQ_FLIP_PAIRS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE',
-    'BadImageError', 'FaceCheck', 'FaceImageSource', 'decode_face', 'read_face', 'read_face_file', 'resize_face',
+    'BadImageError', 'FaceCheck', 'FaceImageSource', 'PhotoMode', 'decode_face', 'decode_photo', 'restore_photo_mode',
+    'read_face', 'read_face_file', 'resize_face',
     'read_parsing', 'hflip_parsing', 'load_identities', 'find_sibling', 'img_to_tensor', 'make_rng',
     'default_meta_json', 'resolve_meta_json'
 ]
@@ -195,6 +196,46 @@ def decode_face(content, path, rgba_background='white'):
     elif channels != 3:
         raise BadImageError(f'{path}: unsupported channel count {channels}; expected gray, BGR or BGRA.')
     return np.ascontiguousarray(img)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoMode:
+    """What a decoded photo was before :func:`decode_photo` made it BGR uint8, so that an output can be written back
+    in the same mode: ``channels`` 1 (gray), 3 (colour) or 4 (colour + alpha), ``bit_depth`` 8 or 16, and the
+    original ``alpha`` plane (uint8 or uint16, None without one)."""
+    channels: int
+    bit_depth: int
+    alpha: object = None
+
+
+def decode_photo(content, path, rgba_background='white'):
+    """:func:`decode_face` for whole photos: ``(BGR uint8 image, PhotoMode)``; errors name ``path``."""
+    raw = _decode_raw(content, path)
+    channels = 1 if raw.ndim == 2 else raw.shape[2]
+    alpha = raw[:, :, -1].copy() if channels in (2, 4) else None
+    mode = PhotoMode(channels=1 if channels in (1, 2) else channels, bit_depth=16 if raw.dtype == np.uint16 else 8,
+                     alpha=alpha)
+    return decode_face(content, path, rgba_background), mode
+
+
+def restore_photo_mode(img, mode, extension='.png'):
+    """A BGR uint8 result in its input's mode, where ``extension`` can hold it: gray stays gray; the alpha plane comes
+    back (resized to the result; PNG, WebP and TIFF only); 16-bit comes back as 16-bit (PNG and TIFF only, the 8-bit
+    values scaled by 257)."""
+    extension = extension.lower()
+    out = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if mode.channels == 1 else img
+    sixteen = mode.bit_depth == 16 and extension in ('.png', '.tif', '.tiff')
+    if sixteen:
+        out = out.astype(np.uint16) * 257
+    if mode.alpha is not None and extension in ('.png', '.webp', '.tif', '.tiff'):
+        alpha = mode.alpha
+        if alpha.shape[:2] != img.shape[:2]:
+            alpha = cv2.resize(alpha, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+        if sixteen != (alpha.dtype == np.uint16):
+            alpha = alpha.astype(np.uint16) * 257 if sixteen else ((alpha.astype(np.uint32) + 128) // 257)
+        colour = cv2.cvtColor(out, cv2.COLOR_GRAY2BGR) if out.ndim == 2 else out
+        out = np.dstack([colour, alpha.astype(colour.dtype)])
+    return out
 
 
 def read_face(content, path, check=FaceCheck(), rgba_background='white'):

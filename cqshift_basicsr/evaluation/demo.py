@@ -162,26 +162,45 @@ def contact_sheet(demo, testset):
     print(f'    alpha contact sheet -> {sheet}')
 
 
+def export_and_restore_photo(demo):
+    """Export the toy model with cqshift-export and restore a real photo (scikit-image's astronaut, public domain)
+    with cqshift-restore at three alphas: the toy model draws toy faces, but every step of the photo path runs."""
+    import cv2
+    from skimage import data
+    model = osp.join(demo.out, 'toy_cqshift_model.pth')
+    # the training file, so that the model file records the levels it was trained on
+    demo.run_command([sys.executable, '-m', 'cqshift_basicsr.export', '-opt',
+                      osp.join(OPTIONS, 'train_stage2_toy_cqshift.yml'), '--checkpoint',
+                      osp.join(ROOT, 'weights', 'toy_cqshift.pth'), '-o', model], shown=('',))
+    photo = osp.join(demo.out, 'astronaut.png')
+    cv2.imwrite(photo, data.astronaut()[:, :, ::-1])
+    demo.run_command([sys.executable, '-m', 'cqshift_basicsr.restore', '-i', photo, '-o',
+                      osp.join(demo.out, 'restore_photo'), '--model', model, '--alpha', '0,0.5,1'], shown=('',))
+
+
 def run_demo(demo):
     weights = osp.join(ROOT, 'weights')
     missing = [f for f in SHIPPED if not osp.isfile(osp.join(weights, f))]
     if missing:
         raise SystemExit(f'weights/ lacks {missing}: check out the repository again, or run `make reproduce`.')
-    demo.banner('1/5 toy faces and the fixed test set')
+    demo.banner('1/6 toy faces and the fixed test set')
     demo.ensure_lpips_weights()
     _, testset = make_data(demo)
-    demo.banner('2/5 the toy StyleGAN2 prior (16 random faces)')
+    demo.banner('2/6 the toy StyleGAN2 prior (16 random faces)')
     prior_sheet(demo, osp.join(weights, 'toy_stylegan2_64.pth'))
-    demo.banner('3/5 stage 1: E_H inverts the held-out clean faces')
+    demo.banner('3/6 stage 1: E_H inverts the held-out clean faces')
     inversion_figures(demo)
-    demo.banner('4/5 stage 2 through train.py: a short fine-tune, stopped and resumed')
+    demo.banner('4/6 stage 2 through train.py: a short fine-tune, stopped and resumed')
     finetune_and_resume(demo)
-    demo.banner('5/5 benchmark: CQShift, GFPGAN, PSFRGAN and bicubic on the same test faces')
+    demo.banner('5/6 benchmark: CQShift, GFPGAN, PSFRGAN and bicubic on the same test faces')
     out = benchmark(demo, testset, osp.join(weights, 'toy_arcface.pth'))
     contact_sheet(demo, testset)
+    demo.banner('6/6 the exported toy model restores a whole photo (cqshift-restore)')
+    export_and_restore_photo(demo)
     demo.banner(f'done in {(time.time() - demo.start) / 60:.1f} min')
     print(f'prior samples: {demo.out}/prior_samples.png\nalpha contact sheet: {demo.out}/alpha_sweep.png\n'
-          f'benchmark table, alpha plot, speed: {out}/')
+          f'benchmark table, alpha plot, speed: {out}/\nexported toy model: {demo.out}/toy_cqshift_model.pth; '
+          f'restored photo: {demo.out}/restore_photo/')
 
 
 def run_reproduce(demo, weights_out):

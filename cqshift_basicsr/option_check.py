@@ -211,6 +211,7 @@ def _parsenet_section(check, section, key, value):
 
 
 EMA_DECAY = number(0, 1, none_ok=False)
+PRECISION = one_of('fp32', 'bf16', 'fp16')  # FaceBaseModel.check_precision (CQShiftRestorer's PRECISIONS)
 # FaceBaseModel (CQShift stage 2, PSFRGAN): EMA, the discriminator step with lazy R1, the validation loop
 _FACE_GAN_TRAIN = dict(ema_decay=EMA_DECAY, r1_reg_weight=NON_NEGATIVE, net_d_reg_every=POSITIVE_INT)
 _FACE_VAL = dict(metrics=METRICS, suffix=_any, pbar=BOOL, save_all_outputs=BOOL)
@@ -218,9 +219,11 @@ _FACE_VAL = dict(metrics=METRICS, suffix=_any, pbar=BOOL, save_all_outputs=BOOL)
 MODEL_OPTIONS = {
     # cqshift_basicsr/models/cqshift_model.py (network_g is a CQShiftNet; its StyleGAN2 comes from
     # path.pretrain_network_stylegan when no network_g weights are given)
+    # `precision` (top level): autocast of test/validation inference; `train.precision`: of the training step
     'CQShiftModel': ModelOptions(
-        networks=('g', 'eh', 'd_h', 'd_l'), weights=('stylegan', ),
+        networks=('g', 'eh', 'd_h', 'd_l'), weights=('stylegan', ), sections={'precision': PRECISION},
         train=dict(_FACE_GAN_TRAIN, upper_branch=BOOL, shift_carries_restoration=BOOL, alpha=TRAIN_ALPHA,
+                   precision=PRECISION,
                    optim_g=OPTIMIZER, optim_d=OPTIMIZER, optim_eh=OPTIMIZER,
                    **_losses('gan', 'gan_l', 'down', 'recon', 'cycle', 'cycle_latent', 'shift_reg', 'wnorm', 'lpips',
                              'identity')),

@@ -146,6 +146,20 @@ def test_validation_reports_each_alpha_and_the_input(weights, tmp_path):
     assert torch.allclose(outputs['@a0'], ((expected + 1) / 2).clamp(0, 1), atol=1e-5)
 
 
+def test_precision_bf16_restores_in_float32_near_the_fp32_output(weights):
+    """Top-level ``precision: bf16``: test/validation outputs run under CPU autocast and come back float32."""
+    data = {'lq': batch()['lq'][:2], 'gt': batch()['hq'][:2]}
+    outputs = {}
+    for precision in ('fp32', 'bf16'):
+        torch.manual_seed(0)
+        model = build_model(dict(stage2_opt(weights), precision=precision))
+        model.feed_data(data)
+        outputs[precision] = model.test_outputs()
+    for suffix, image in outputs['fp32'].items():
+        assert outputs['bf16'][suffix].dtype == torch.float32
+        assert (outputs['bf16'][suffix] - image).abs().max().item() < 0.05, suffix
+
+
 def test_checkpoint_round_trip_through_pretrain_network_g(weights, tmp_path):
     model = build_model(stage2_opt(weights))
     model.feed_data(batch())

@@ -75,6 +75,11 @@ class ResNetTrunk(nn.Module):
 
     def pyramid(self, x):
         """(layer2 map, layer3 map, pooled + flattened layer4 feature): the levels a style pyramid reads."""
+        if torch.is_autocast_enabled(x.device.type):
+            # reduced-precision convolutions run faster on channels_last maps (CPU: 0.12 -> 0.11 s for E_L + E_deg
+            # at 256 px in bfloat16); float32 ones do not, and the weights stay as they are (DDP and gradient
+            # all-reduce need contiguous parameters)
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
         mid = self.layer2(x)
         deep = self.layer3(mid)

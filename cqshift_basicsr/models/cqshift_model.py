@@ -31,6 +31,7 @@ class CQShiftModel(FaceBaseModel):
         self.net_g = self.build_subnet('g')
         if not self.load_pretrained(self.net_g, 'g'):
             self._assemble_from_stages()
+        self.precision = self.check_precision(self.opt.get('precision', 'fp32'), 'precision')
         val_opt = self.opt.get('val') or {}
         self.val_alpha = float(val_opt.get('alpha', 1.0))
         self.val_alphas = [float(a) for a in val_opt.get('alphas', [])]
@@ -60,6 +61,7 @@ class CQShiftModel(FaceBaseModel):
         self.upper_branch = train_opt.get('upper_branch', True)
         self.alpha_train = float(train_opt.get('alpha', 1.0))
         self.shift_carries_restoration = bool(train_opt.get('shift_carries_restoration', False))
+        self.train_precision = self.check_precision(train_opt.get('precision', 'fp32'), 'train.precision')
         self.finetune_eh = bool(train_opt.get('optim_eh'))
         self.net_eh = self.build_subnet('eh', trainable=self.finetune_eh)
         self.load_pretrained(self.net_eh, 'eh', required=True, default_param_key='params_ema')
@@ -95,51 +97,77 @@ class CQShiftModel(FaceBaseModel):
 
     # ------------------------------------------------------------------ one iteration
     def optimize_parameters(self, current_iter):
+        """One G step (E_L, E_deg, Δ_global; E_H with ``optim_eh``) on every switched-on loss, then D_H and D_L.
+
+        The frozen generator is in eval mode, so what one image gives does not depend on the others of its call:
+        the step renders everything it can at once. Batch 1 holds ŷ, the LQ reconstruction G(w_l) and the synthetic
+        LQ x̃_l (their latents are known after the encoders); batch 2 the two cycle images, whose latents need
+        batch 1's images. Two generator calls instead of five, with the same losses (tests/test_stage2_step.py
+        keeps the one-pass-per-image form and checks them to 1e-5). E_L is not batched across ``x_l`` and ``x̃_l``:
+        it trains with BatchNorm, whose statistics are per call.
+        With ``train.precision`` bf16/fp16 the generator and the encoders run under autocast; their outputs, the
+        losses and the optimisers' state are float32.
+        """
         net = self.get_bare_model(self.net_g)
         x_l, x_h = to_signed(self.lq), to_signed(self.hq)
         losses = {}
         self.optimizer_g.zero_grad(set_to_none=True)
         if self.finetune_eh:
             self.optimizer_eh.zero_grad(set_to_none=True)
+        need_lq_rec = any(name in self.cri for name in ('recon', 'cycle', 'lpips', 'identity'))
+        cycle_h = self.upper_branch and ('cycle' in self.cri or 'cycle_latent' in self.cri)
 
-        # lower branch: restore the LQ image
-        w_l, delta = net.encode(x_l)
+        # encoders: w_l and Δ^i from the LQ image, w_h from the HQ image, Δ^j from a random LQ image of the batch
+        w_l, delta = self._run(net.encode, x_l)
         # [R] with `shift_carries_restoration`, ŷ's losses (D_H, L_down) train the shift only: E_L is left to
         # reproduce the LQ look (recon/cycle), so that alpha, not E_L, decides how restored a face is
         w_restore = w_l.detach() if self.shift_carries_restoration else w_l
-        restored = net.decode(net.shift(w_restore, delta, self.alpha_train))
+        latents = {'restored': net.shift(w_restore, delta, self.alpha_train)}
+        if need_lq_rec:
+            latents['lq_rec'] = w_l
+        if self.upper_branch:
+            with torch.set_grad_enabled(self.finetune_eh):
+                w_h = self._run(self.net_eh, x_h)
+            delta_j = self.partner_shifts(delta, current_iter)
+            latents['synthetic_lq'] = net.shift(w_h, delta_j, -1.0)
+        images = self._decode_together(net, latents)
+        restored = images['restored']
+
+        # lower branch: restore the LQ image
         losses['l_g_gan_h'] = self.cri['gan'](self.net_d_h(restored), True, is_disc=False)
         if 'down' in self.cri:
             losses['l_down'] = self.cri['down'](restored, x_l)
-        lq_rec = None
-        if 'recon' in self.cri or 'cycle' in self.cri:
-            lq_rec = net.decode(w_l)
+        lq_rec = images.get('lq_rec')
         if 'recon' in self.cri:
             losses['l_recon'] = self.cri['recon'](lq_rec, x_l)
         for name in ('lpips', 'identity'):  # perceptual/identity terms of the LQ reconstruction, when given
             if name in self.cri:
-                losses[f'l_recon_{name}'] = self.cri[name](lq_rec if lq_rec is not None else net.decode(w_l), x_l)
-        if 'cycle' in self.cri:
-            back = net.decode(net.shift(self.net_eh(restored), delta, -self.alpha_train))
-            losses['l_cyc_l'] = self.cri['cycle'](back, lq_rec.detach())
+                losses[f'l_recon_{name}'] = self.cri[name](lq_rec, x_l)
         if 'shift_reg' in self.cri and net.shift_mode == 'per_image':
             losses['l_shift'] = self.cri['shift_reg'](delta, net.delta_global.expand_as(delta))
         if 'wnorm' in self.cri:
             losses['l_wnorm'] = self.cri['wnorm'](net.shift(w_l, delta, self.alpha_train), net.encoder.latent_avg)
 
-        # upper branch: HQ → synthetic LQ with the shift of a random LQ image of the batch, and back
+        # upper branch: the synthetic LQ of the HQ image, judged by D_L
         if self.upper_branch:
-            with torch.set_grad_enabled(self.finetune_eh):
-                w_h = self.net_eh(x_h)
-            delta_j = self.partner_shifts(delta, current_iter)
-            synthetic_lq = net.decode(net.shift(w_h, delta_j, -1.0))
+            synthetic_lq = images['synthetic_lq']
             losses['l_g_gan_l'] = self.cri_gan_l(self.net_d_l(synthetic_lq), True, is_disc=False)
-            if 'cycle' in self.cri or 'cycle_latent' in self.cri:
-                w_back = net.shift(net.encoder(synthetic_lq), delta_j, 1.0)
-                if 'cycle' in self.cri:
-                    losses['l_cyc_h'] = self.cri['cycle'](net.decode(w_back), x_h)
-                if 'cycle_latent' in self.cri:
-                    losses['l_cyc_latent'] = self.cri['cycle_latent'](w_back, w_h.detach())
+
+        # both cycles: ŷ back to the LQ look, x̃_l back to the HQ image
+        cycle_latents = {}
+        if 'cycle' in self.cri:
+            cycle_latents['back_l'] = net.shift(self._run(self.net_eh, restored), delta, -self.alpha_train)
+        if cycle_h:
+            w_back = net.shift(self._run(net.encoder, synthetic_lq), delta_j, 1.0)
+            if 'cycle' in self.cri:
+                cycle_latents['back_h'] = w_back
+            if 'cycle_latent' in self.cri:
+                losses['l_cyc_latent'] = self.cri['cycle_latent'](w_back, w_h.detach())
+        cycle_images = self._decode_together(net, cycle_latents)
+        if 'back_l' in cycle_images:
+            losses['l_cyc_l'] = self.cri['cycle'](cycle_images['back_l'], lq_rec.detach())
+        if 'back_h' in cycle_images:
+            losses['l_cyc_h'] = self.cri['cycle'](cycle_images['back_h'], x_h)
 
         total = sum(losses.values())
         total.backward()
@@ -157,6 +185,26 @@ class CQShiftModel(FaceBaseModel):
         losses['l_g_total'] = total
         self.finish_step(losses)
 
+    def _run(self, network, *inputs):
+        """``network(*inputs)`` under the training precision's autocast, its tensor outputs back in float32."""
+        with self.autocast(self.train_precision):
+            outputs = network(*inputs)
+        if isinstance(outputs, tuple):
+            return tuple(o.float() for o in outputs)
+        return outputs.float()
+
+    def _decode_together(self, net, latents):
+        """``{name: G(latent)}`` from one generator call over all the named latents (W codes are broadcast to W+
+        when W+ codes are among them: the generator does the same to a W code, so every image is unchanged)."""
+        if not latents:
+            return {}
+        codes = list(latents.values())
+        if any(code.dim() == 3 for code in codes):
+            num_latent = next(code.shape[1] for code in codes if code.dim() == 3)
+            codes = [code if code.dim() == 3 else code.unsqueeze(1).expand(-1, num_latent, -1) for code in codes]
+        images = self._run(net.decode, torch.cat(codes, 0)).split([code.shape[0] for code in codes], 0)
+        return dict(zip(latents, images))
+
     def partner_shifts(self, delta, current_iter):
         """Δ^j for each HQ image: the shift of an LQ image drawn uniformly from the global batch (every rank's),
         with a draw that depends on (manual_seed, iteration) only, so R ranks pair as one process would."""
@@ -171,8 +219,8 @@ class CQShiftModel(FaceBaseModel):
         """The restoration at ``val.alpha`` (suffix ''), at each other alpha of ``val.alphas`` ('@a<alpha>') from
         one encoding, and the (bicubic-upsampled) LQ input itself ('@input') when ``val.report_input``."""
         alphas = [self.val_alpha] + [a for a in self.val_alphas if a != self.val_alpha]
-        with self.inference_network() as net:
-            sweep = net.alpha_sweep(to_signed(self.lq), alphas)
+        with self.inference_network() as net, self.autocast(self.precision):
+            sweep = net.alpha_sweep(to_signed(self.lq), alphas).float()
         outputs = {'': to_unit(sweep[0])}
         outputs.update({f'@a{a:g}': to_unit(img) for a, img in zip(alphas[1:], sweep[1:])})
         if self.opt['val'].get('report_input', False):

@@ -207,6 +207,23 @@ class FaceBaseModel(BaseModel):
             self.save_network(net, label, current_iter)
         self.save_training_state(epoch, current_iter)
 
+    # ------------------------------------------------------------------ precision
+    def check_precision(self, precision, option):
+        """``precision`` ('fp32', 'bf16' or 'fp16', as :class:`cqshift_basicsr.restorer.CQShiftRestorer` takes it)
+        if this model's device can run it; ``option`` names the key in errors."""
+        from cqshift_basicsr.restorer import PRECISIONS
+        if precision not in PRECISIONS:
+            raise ValueError(f'{option} must be one of {sorted(PRECISIONS)}, got {precision!r}')
+        if precision == 'fp16' and self.device.type != 'cuda':
+            raise ValueError(f'{option}: fp16 needs a CUDA device; use bf16 (or fp32) on CPU.')
+        return precision
+
+    def autocast(self, precision):
+        """``torch.autocast`` on the model's device for 'bf16'/'fp16'; a no-op context for 'fp32'."""
+        from cqshift_basicsr.restorer import PRECISIONS
+        dtype = PRECISIONS[precision]
+        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
     # ------------------------------------------------------------------ GAN
     def discriminator_step(self, net_d, optimizer, cri_gan, real, fake, current_iter, tag, loss_dict):
         """One D update: ``cri_gan`` on real vs detached fake, plus lazy R1 every ``train.net_d_reg_every``

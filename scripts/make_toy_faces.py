@@ -45,6 +45,10 @@ PARSING_PALETTE = np.array([
 
 HAIR_STYLES = ('short', 'long', 'bald', 'fringe')
 SPLITS = ('hq', 'lq', 'test', 'val')  # val: for choosing hyper-parameters, never the test faces
+# The optional hq_extra split (more clean faces for the stage-1 encoder) numbers its identities from here, far past
+# the other splits, so asking for it changes none of their faces.
+EXTRA_HQ_FIRST_ID = 100000
+EXTRA_HQ_META = 'hq_all_meta_info.txt'  # hq + hq_extra image paths relative to out_dir (a meta_info_file)
 
 SUPERSAMPLE = 4  # draw at 4x, then area-downsample: anti-aliased edges
 PAD = 0.12  # padded face frame (fraction of size per side) so the pose warp never shows a border
@@ -572,21 +576,23 @@ def _render_identity(job):
 
 
 def make_toy_faces(out_dir, size=64, num_hq_ids=60, num_lq_ids=60, num_test_ids=20, images_per_id=6, seed=0,
-                   workers=1, hq_images_per_id=None, num_val_ids=0):
+                   workers=1, hq_images_per_id=None, num_val_ids=0, num_extra_hq_ids=0):
     """Write the three identity-disjoint splits (hq, lq, test) under out_dir; return a summary dict.
 
     Identity numbers are global: hq gets 0..num_hq_ids-1, lq the next num_lq_ids, then test, then val (the
     validation split for hyper-parameter choices, so the test faces are never used for tuning). The hq split (the
     FFHQ analogue: the StyleGAN2 prior and every method's HQ set learn from it) favours many identities with
     ``hq_images_per_id`` views each (None: ``images_per_id``), so a prior generalises to unseen faces; the command
-    line's defaults (800 identities x 2 views) are the demo's data set.
+    line's defaults (800 identities x 2 views) are the demo's data set. ``num_extra_hq_ids`` adds the ``hq_extra``
+    split (identities from ``EXTRA_HQ_FIRST_ID``, ``hq_images_per_id`` views each; other splits unchanged) and a
+    meta_info_file ``EXTRA_HQ_META`` listing hq and hq_extra together (stage 1's encoder learns from both).
     Every image depends only on (seed, identity, k), so the output is byte-identical for any
     ``workers`` (processes used to render; 1 renders in this process).
     """
     if size < 32 or size & (size - 1):
         raise ValueError(f'size must be a power of two >= 32, got {size}')
     hq_images_per_id = images_per_id if hq_images_per_id is None else hq_images_per_id
-    if min(num_hq_ids, num_lq_ids, num_test_ids, num_val_ids) < 0 or min(images_per_id, hq_images_per_id) < 1:
+    if min(num_hq_ids, num_lq_ids, num_test_ids, num_val_ids, num_extra_hq_ids) < 0 or min(images_per_id, hq_images_per_id) < 1:
         raise ValueError('identity counts must be >= 0 and images_per_id >= 1')
     start = time.time()
     counts = {'hq': num_hq_ids, 'lq': num_lq_ids, 'test': num_test_ids, 'val': num_val_ids}
@@ -600,6 +606,13 @@ def make_toy_faces(out_dir, size=64, num_hq_ids=60, num_lq_ids=60, num_test_ids=
         next_id += counts[split]
         views = hq_images_per_id if split == 'hq' else images_per_id
         jobs += [(split_dir, identity, views, size, seed) for identity in split_ids[split]]
+    if num_extra_hq_ids:
+        split_dir = os.path.join(out_dir, 'hq_extra')
+        os.makedirs(os.path.join(split_dir, 'images'), exist_ok=True)
+        os.makedirs(os.path.join(split_dir, 'parsing'), exist_ok=True)
+        split_ids['hq_extra'] = list(range(EXTRA_HQ_FIRST_ID, EXTRA_HQ_FIRST_ID + num_extra_hq_ids))
+        jobs += [(split_dir, identity, hq_images_per_id, size, seed) for identity in split_ids['hq_extra']]
+        splits.append('hq_extra')
     if workers > 1 and len(jobs) > 1:
         import multiprocessing
         # spawn: safe even when the caller has torch / OpenMP threads running
@@ -623,6 +636,12 @@ def make_toy_faces(out_dir, size=64, num_hq_ids=60, num_lq_ids=60, num_test_ids=
         summary['splits'][split] = {'dir': os.path.join(out_dir, split), 'num_identities': len(identities),
                                     'num_images': len(records), 'identities': identities,
                                     'meta': os.path.join(out_dir, split, 'meta.json')}
+    if num_extra_hq_ids:
+        with open(os.path.join(out_dir, EXTRA_HQ_META), 'w') as f:
+            for split in ('hq', 'hq_extra'):
+                for identity in split_ids[split]:
+                    f.writelines(f"{split}/images/{rec['name']}\n" for rec in by_identity[identity])
+        summary['hq_all_meta_info'] = os.path.join(out_dir, EXTRA_HQ_META)
     summary['num_images'] = sum(s['num_images'] for s in summary['splits'].values())
     summary['seconds'] = round(time.time() - start, 2)
     return summary
@@ -657,6 +676,9 @@ def main(argv=None):
     parser.add_argument('--num-val-ids', type=int, default=10, help='validation identities (hyper-parameter choices)')
     parser.add_argument('--images-per-id', type=int, default=6, help='views per identity of the lq and test splits')
     parser.add_argument('--hq-images-per-id', type=int, default=2, help='views per identity of the hq split')
+    parser.add_argument('--num-extra-hq-ids', type=int, default=0,
+                        help=f'identities of the optional hq_extra split (numbered from {EXTRA_HQ_FIRST_ID}; the '
+                        'stage-1 encoder fine-tune reads hq + hq_extra through ' + EXTRA_HQ_META + ')')
     parser.add_argument('--workers', type=int, default=min(2, os.cpu_count() or 1),
                         help='render processes (output is identical for any number)')
     parser.add_argument('--preview', default=None, help='also write a contact sheet PNG of the hq split here')
@@ -664,7 +686,7 @@ def main(argv=None):
     summary = make_toy_faces(args.out, size=args.size, num_hq_ids=args.num_hq_ids, num_lq_ids=args.num_lq_ids,
                              num_test_ids=args.num_test_ids, images_per_id=args.images_per_id, seed=args.seed,
                              hq_images_per_id=args.hq_images_per_id, num_val_ids=args.num_val_ids,
-                             workers=args.workers)
+                             num_extra_hq_ids=args.num_extra_hq_ids, workers=args.workers)
     for split, info in summary['splits'].items():
         print(f"{split:5s}: {info['num_identities']:4d} identities, {info['num_images']:5d} images -> {info['dir']}")
     print(f"{summary['num_images']} images of {args.size}x{args.size} (seed {args.seed}) in {summary['seconds']} s")

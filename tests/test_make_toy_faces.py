@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scripts.make_toy_faces import LABEL, LABEL_NAMES, make_toy_faces
+from scripts.make_toy_faces import EXTRA_HQ_FIRST_ID, EXTRA_HQ_META, LABEL, LABEL_NAMES, make_toy_faces
 
 SPLITS = ('hq', 'lq', 'test')
 REQUIRED = ('background', 'skin', 'nose', 'eye_g', 'l_eye', 'r_eye', 'l_brow', 'r_brow', 'l_ear', 'r_ear', 'mouth',
@@ -190,3 +190,24 @@ def test_hq_views_and_validation_split(tmp_path):
     assert sorted(os.listdir(tmp_path / 'val' / 'images')) == [f'id0000{i}_0{k}.png' for i in (5, 6) for k in (0, 1)]
     no_val = make_toy_faces(str(tmp_path / 'b'), size=32, num_hq_ids=1, num_lq_ids=1, num_test_ids=1, images_per_id=1)
     assert 'val' not in no_val['splits'] and not os.path.exists(tmp_path / 'b' / 'val')
+
+
+def test_extra_hq_split_changes_no_other_split(tmp_path):
+    """hq_extra (more clean faces for the stage-1 encoder) numbers its identities past every split, so the other
+    splits' files are byte-identical with and without it; the meta_info_file lists hq and hq_extra together."""
+    common = dict(size=32, num_hq_ids=2, num_lq_ids=1, num_test_ids=1, images_per_id=1, hq_images_per_id=1,
+                  num_val_ids=1, seed=0)
+    make_toy_faces(str(tmp_path / 'plain'), **common)
+    summary = make_toy_faces(str(tmp_path / 'extra'), num_extra_hq_ids=2, **common)
+    assert summary['splits']['hq_extra']['identities'] == [EXTRA_HQ_FIRST_ID, EXTRA_HQ_FIRST_ID + 1]
+    for split in ('hq', 'lq', 'test', 'val'):
+        names = sorted(os.listdir(tmp_path / 'plain' / split / 'images'))
+        assert names == sorted(os.listdir(tmp_path / 'extra' / split / 'images'))
+        for name in names:
+            assert ((tmp_path / 'plain' / split / 'images' / name).read_bytes()
+                    == (tmp_path / 'extra' / split / 'images' / name).read_bytes())
+    listed = (tmp_path / 'extra' / EXTRA_HQ_META).read_text().split()
+    assert listed == ['hq/images/id00000_00.png', 'hq/images/id00001_00.png',
+                      f'hq_extra/images/id{EXTRA_HQ_FIRST_ID}_00.png', f'hq_extra/images/id{EXTRA_HQ_FIRST_ID + 1}_00.png']
+    assert all((tmp_path / 'extra' / path).is_file() for path in listed)
+    assert not (tmp_path / 'plain' / EXTRA_HQ_META).exists()

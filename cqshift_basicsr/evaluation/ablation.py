@@ -3,8 +3,8 @@
     python scripts/ablation.py --testset datasets/toy_testset [--train stage2.yml] [--test test.yml] \
         [--out demo_output/ablation] [--skip-train]
 
-Rows, as the poster's ablation table (its reading in DESIGN.md §2 [R]: the baseline is the lower branch with one
-global shift; each row adds one part):
+Rows, as the poster's ablation table (our [R] reading of it, docs/ARCHITECTURE.md: the baseline is the lower
+branch with one global shift; each row adds one part):
 
 1. baseline: lower branch only, global shift, no L_down;
 2. + upper branch (synthetic LQ, D_L, cycles);

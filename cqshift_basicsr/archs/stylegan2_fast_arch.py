@@ -106,8 +106,13 @@ class StyleGAN2GeneratorFast(StyleGAN2GeneratorClean):
         """The shared (C_out, C_in, k, k) kernel in ``x``'s dtype and memory format: the CPU backend runs a
         bfloat16 convolution several times faster when input and weight are both channels_last."""
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        kernel = conv.weight[0]
+        if x.dtype == kernel.dtype:
+            # a float32 channels_last copy per call costs a few percent of the layer's time; caching all of them
+            # would keep a second float32 copy of the generator resident (inference memory above GFPGAN's)
+            return kernel.contiguous(memory_format=memory_format)
         return self._derived(conv.weight, ('kernel', x.dtype, memory_format),
-                             lambda: conv.weight[0].to(x.dtype).contiguous(memory_format=memory_format))
+                             lambda: kernel.to(x.dtype).contiguous(memory_format=memory_format))
 
     def _squared_kernel_sums(self, conv):
         with torch.autocast(conv.weight.device.type, enabled=False):

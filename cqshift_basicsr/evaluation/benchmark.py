@@ -6,7 +6,12 @@
         [--arcface experiments/pretrained_models/toy_arcface.pth \
          --arcface-arch-opt '{"block": "IRBlock", "layers": [1, 1, 1, 1], "use_se": false}' --identity-label toy] \
         [--lpips-model experiments/pretrained_models/lpips_alex_v0.1.pth] [--skip-test] [--skip-speed] \
-        [--threads 2] [--throughput-size 64] [--real-archs]
+        [--threads 2] [--throughput-size 64] [--real-archs] [--speed]
+
+``--speed`` runs the speed benchmark of :mod:`cqshift_basicsr.evaluation.speed` (real-scale networks in float32 and
+bfloat16, alpha sweep, data pipeline, training steps; ratios against GFPGANv1Clean float32) instead of section 2
+below, also with no option files (``python scripts/benchmark.py --speed --threads 2``; the same as
+``python scripts/speed_benchmark.py``).
 
 Real scale (one CQShift model per level): ``--cqshift options/test_cqshift_{mild,moderate,severe}.yml
 --gfpgan options/test_gfpgan.yml --psfrgan options/test_psfrgan.yml``.
@@ -549,9 +554,15 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--device', default='cpu', help='device of the speed runs (cpu, cuda)')
+    parser.add_argument('--speed', action='store_true',
+                        help='also run the speed benchmark (cqshift_basicsr.evaluation.speed: real-scale networks at '
+                        '--size, fp32 and bf16, alpha sweep, data pipeline, training steps; speed.md/speed.json in '
+                        '--out, replacing the section above); with no option files, only it')
     parser.add_argument('--real-archs', action='store_true',
                         help='also time the real-scale 256x256 archs (random weights) from ' +
                              ', '.join(REAL_ARCH_FILES.values()))
+    from .speed import add_arguments
+    add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -618,8 +629,10 @@ def check_testset_sizes(method_files, testset):
 def main(argv=None):
     args = parse_args(argv)
     method_files = {m: getattr(args, m) for m in ('cqshift', 'gfpgan', 'psfrgan') if getattr(args, m)}
+    if args.speed and not method_files:
+        return run_speed_benchmark(args)
     if not method_files:
-        raise SystemExit('give at least one of --cqshift, --gfpgan, --psfrgan')
+        raise SystemExit('give at least one of --cqshift, --gfpgan, --psfrgan (or --speed)')
     for files in method_files.values():
         for path in files:
             if not osp.isfile(path):
@@ -661,7 +674,7 @@ def main(argv=None):
     if sweep:
         plot_alpha_metrics(sweep, osp.join(args.out, 'alpha_metrics.png'))
 
-    if not args.skip_speed:
+    if not args.skip_speed and not args.speed:  # --speed writes its own, fuller speed.md/speed.json
         size = args.throughput_size or load_options(
             (method_files.get('cqshift') or all_files)[0])['network_g']['out_size']
         candidates = speed_candidates(method_files, size, f'{size}×{size}')
@@ -684,7 +697,16 @@ def main(argv=None):
                  for k in ('group', 'network', 'note', 'size', 'params', 'flops', 'images_per_s', 'seconds',
                            'ratio_vs_gfpgan')} for e in candidates]}, f, indent=2, ensure_ascii=False)
         print(text)
+    if args.speed:
+        run_speed_benchmark(args)
     if errors:
         print(f'[benchmark] some tests failed: {errors}', file=sys.stderr)
         return 1
+    return 0
+
+
+def run_speed_benchmark(args):
+    """``--speed``: :mod:`cqshift_basicsr.evaluation.speed` with this command line's options."""
+    from .speed import run_from_args
+    run_from_args(args)
     return 0

@@ -22,8 +22,8 @@ class CQShiftModel(FaceBaseModel):
     ``network_eh``) → x̃_l = G(w_h − Δ^j) with Δ^j from a random LQ image of the (global) batch; D_L judges x̃_l
     against LQ faces and ``cycle_opt``/``cycle_latent_opt`` ask E_L(x̃_l) + Δ^j to come back to x_h / w_h.
     ``train.shift_carries_restoration`` ([R], default off) stops ŷ's losses at w_l, so they train Δ only.
-    Every term is on when its ``train.<name>_opt`` section is present. [R] marks in DESIGN.md: the branch
-    wiring beyond the poster, the loss forms and weights are reconstructions, all switchable here.
+    Every term is on when its ``train.<name>_opt`` section is present. The branch wiring beyond the poster, the loss
+    forms and the weights are reconstructions ([R] in docs/ARCHITECTURE.md and the README), all switchable here.
     """
 
     def __init__(self, opt):

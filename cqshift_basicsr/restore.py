@@ -48,8 +48,6 @@ __all__ = ['main', 'parse_alphas', 'find_inputs', 'png_with_text', 'write_image'
 
 OUTPUT_FOLDERS = ('cropped_faces', 'restored_faces', 'cmp', 'restored_imgs')
 PNG_TEXT_KEY = 'cqshift-basicsr'
-INPUT_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.tif', '.tiff')
-assert set(INPUT_EXTENSIONS) <= set(IMG_EXTENSIONS)
 
 
 def parse_alphas(text):
@@ -77,7 +75,7 @@ def find_inputs(path):
     found = []
     for root, _, files in os.walk(path):
         for file in files:
-            if osp.splitext(file)[1].lower() in INPUT_EXTENSIONS:
+            if osp.splitext(file)[1].lower() in IMG_EXTENSIONS:
                 full = osp.join(root, file)
                 found.append((full, osp.splitext(osp.relpath(full, path))[0]))
     return sorted(found)
@@ -155,7 +153,7 @@ def _build_parser():
                         'pixels on its longest side (faces are still restored at full resolution)')
     parser.add_argument('--parsing-weights', default=None, help='a ParseNet weights file: paste back with a parsing '
                         'mask (default: a soft square mask)')
-    parser.add_argument('--parsing-opt', default=None, help="JSON options of that ParseNet (e.g. the toy parser's "
+    parser.add_argument('--parsing-opt', type=json.loads, default=None, help="JSON options of that ParseNet (e.g. the toy parser's "
                         '\'{"in_size": 32, "base_ch": 32, "res_depth": 2, "max_ch": 64}\')')
     parser.add_argument('--upscale', type=int, default=1, help='the restored photo is this many times the input')
     parser.add_argument('--ext', default='auto', choices=('auto', 'png', 'jpg', 'webp'),
@@ -166,7 +164,7 @@ def _build_parser():
                         'sidecar')
     parser.add_argument('--identity-arch', default=None, choices=IDENTITY_ARCHS, help='gfpgan (ResNetArcFace, '
                         'default), facexlib (IR-SE50) or dlib (its face-recognition ResNet)')
-    parser.add_argument('--identity-arch-opt', default=None, help='JSON ArcFace constructor options (the toy '
+    parser.add_argument('--identity-arch-opt', type=json.loads, default=None, help='JSON ArcFace constructor options (the toy '
                         'ArcFace: \'{"layers": [1, 1, 1, 1]}\')')
     parser.add_argument('--identity-floor', type=float, default=None, help='lower alpha per face until the identity '
                         'similarity to the input is at least this (needs an identity network)')
@@ -175,18 +173,6 @@ def _build_parser():
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
     parser.add_argument('--chunk-size', type=int, default=None, help='max faces per generator call')
     return parser
-
-
-def _json_option(text, option):
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f'{option}: not valid JSON ({error}): {text!r}') from None
-    if not isinstance(value, dict):
-        raise ValueError(f'{option}: expected a JSON object, got {text!r}.')
-    return value
 
 
 class _Run:
@@ -205,7 +191,7 @@ class _Run:
             if args.parsing_weights is not None:
                 from .archs.face_parsing import load_parsenet
                 parse_net = load_parsenet(args.parsing_weights, option_name='--parsing-weights',
-                                          **(_json_option(args.parsing_opt, '--parsing-opt') or {}))
+                                          **(args.parsing_opt or {}))
             face_helper = dict(detector=args.detector, detector_weights=args.detector_weights,
                                landmark_weights=args.landmark_weights, upsample=args.detector_upsample,
                                parse_net=parse_net, max_detect_size=args.max_detect_size)
@@ -216,7 +202,7 @@ class _Run:
         self.scorer = None
         if args.identity_weights is not None or args.identity_arch is not None:
             self.scorer = IdentityScorer(args.identity_weights, identity_arch,
-                                         _json_option(args.identity_arch_opt, '--identity-arch-opt'),
+                                         args.identity_arch_opt,
                                          device=str(self.restorer.device))
         self.guard = args.identity_floor is not None and self.restorer.supports_alpha
         self.model_sha256 = _file_sha256(args.model)
@@ -346,7 +332,7 @@ def main(argv=None):
         print(f'cqshift-restore: error: {error}', file=sys.stderr)
         return 2
     if not inputs:
-        print(f'cqshift-restore: error: no images ({", ".join(INPUT_EXTENSIONS)}) under {args.input!r}.',
+        print(f'cqshift-restore: error: no images ({", ".join(IMG_EXTENSIONS)}) under {args.input!r}.',
               file=sys.stderr)
         return 2
     for folder in OUTPUT_FOLDERS:

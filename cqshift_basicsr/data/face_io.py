@@ -175,7 +175,11 @@ def _decode_raw(content, name):
 def decode_face(content, path, rgba_background='white'):
     """Decode image bytes into a uint8 HxWx3 BGR array, applying the module's documented conversions (no size
     check: see :func:`read_face`)."""
-    img = _decode_raw(content, path)
+    return _to_bgr8(_decode_raw(content, path), path, rgba_background)
+
+
+def _to_bgr8(img, path, rgba_background):
+    """The documented conversions of a decoded image (16-bit, gray, alpha) to uint8 HxWx3 BGR."""
     if img.dtype == np.uint16:
         img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -215,7 +219,7 @@ def decode_photo(content, path, rgba_background='white'):
     alpha = raw[:, :, -1].copy() if channels in (2, 4) else None
     mode = PhotoMode(channels=1 if channels in (1, 2) else channels, bit_depth=16 if raw.dtype == np.uint16 else 8,
                      alpha=alpha)
-    return decode_face(content, path, rgba_background), mode
+    return _to_bgr8(raw, path, rgba_background), mode
 
 
 def restore_photo_mode(img, mode, extension='.png'):

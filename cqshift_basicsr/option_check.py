@@ -314,7 +314,7 @@ def _lowpass_section(check, section, value, parent):
 
 # Mappings inside a component's arguments, checked as sections: (type, argument) -> check(check, section, value, parent)
 NESTED_SECTIONS = {
-    ('CQShiftStyleGAN2Discriminator', 'input_lowpass'): _lowpass_section,
+    ('StyleGAN2DiscriminatorClean', 'input_lowpass'): _lowpass_section,
     ('PerceptualLoss', 'layer_weights'):  # VGG layer names
         lambda check, section, value, parent: check.keys(section, value, set(VGG_LAYER_NAMES.get(
             str(parent.get('vgg_type', 'vgg19')).replace('_bn', ''), ()))),

@@ -88,7 +88,7 @@ def tiny_cqshift_networks(size, feat):
                  base_channels=8),
             dict(type='CQShiftNet', out_size=size, num_style_feat=feat, num_mlp=2, **narrow, latent_type='w',
                  encoder_depth=18, encoder_base_channels=8, deg_base_channels=8),
-            dict(type='CQShiftStyleGAN2Discriminator', out_size=size, **narrow))
+            dict(type='StyleGAN2DiscriminatorClean', out_size=size, **narrow))
 
 
 def stage2_losses(down_scale):

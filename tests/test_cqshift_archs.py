@@ -116,7 +116,7 @@ def test_global_shift_mode_has_one_delta_and_no_deg_encoder():
 
 
 def test_registry_build_network_and_state_dict_round_trip(tmp_path):
-    for name in ('CQShiftNet', 'CQShiftEncoder', 'CQShiftStyleGAN2Discriminator'):
+    for name in ('CQShiftNet', 'CQShiftEncoder', 'StyleGAN2DiscriminatorClean'):
         assert name in ARCH_REGISTRY
     net = _net()
     torch.manual_seed(1)

@@ -17,7 +17,7 @@ def gfpgan_networks(size):
     network_g = dict(type='GFPGANv1Clean', out_size=size, num_style_feat=16, channel_multiplier=1, num_mlp=2,
                      narrow=0.0625, decoder_load_path=None, fix_decoder=True, input_is_latent=True, different_w=True,
                      sft_half=True)
-    network_d = dict(type='CQShiftStyleGAN2Discriminator', out_size=size, channel_multiplier=1, narrow=0.0625)
+    network_d = dict(type='StyleGAN2DiscriminatorClean', out_size=size, channel_multiplier=1, narrow=0.0625)
     return network_g, network_d
 
 
@@ -33,7 +33,7 @@ def gfpgan_train_opt(total_iter=2, net_d_reg_every=16):
 
 def test_gfpgan_components_are_registered():
     assert 'GFPGANModel' in MODEL_REGISTRY and 'PSFRGANModel' in MODEL_REGISTRY
-    for arch in ('GFPGANv1Clean', 'FacialComponentDiscriminator', 'ResNetArcFace', 'CQShiftStyleGAN2Discriminator'):
+    for arch in ('GFPGANv1Clean', 'FacialComponentDiscriminator', 'ResNetArcFace', 'StyleGAN2DiscriminatorClean'):
         assert arch in ARCH_REGISTRY
 
 

@@ -1,5 +1,6 @@
 """Clean StyleGAN2 discriminator, weight-layout conversion and the converter script (CPU, tiny sizes)."""
 import argparse
+import math
 import re
 from collections import OrderedDict
 
@@ -9,10 +10,11 @@ import torch
 from gfpgan.archs.stylegan2_clean_arch import StyleGAN2GeneratorClean
 from torch.nn import functional as F
 
-from cqshift_basicsr.archs import CQShiftStyleGAN2Discriminator
+from cqshift_basicsr.archs import StyleGAN2DiscriminatorClean
+from cqshift_basicsr.archs.stylegan2_clean_d_arch import lowpass_filter
 from cqshift_basicsr.archs.stylegan2_weights import (basicsr_to_clean_generator, load_stylegan2_discriminator,
                                                      load_stylegan2_generator)
-from scripts.convert_stylegan2 import main as convert_main
+from cqshift_basicsr.convert_stylegan2 import main as convert_main
 
 TINY_G = dict(num_style_feat=16, num_mlp=2, channel_multiplier=1, narrow=1 / 16)
 
@@ -74,7 +76,7 @@ def _basicsr_d_to_rosinality(state_dict):
 
 @pytest.mark.parametrize('size', [32, 64])
 def test_discriminator_shapes(size):
-    disc = CQShiftStyleGAN2Discriminator(size, channel_multiplier=1, narrow=1 / 16)
+    disc = StyleGAN2DiscriminatorClean(size, channel_multiplier=1, narrow=1 / 16)
     assert disc(torch.randn(6, 3, size, size)).shape == (6, 1)  # 6 is not divisible by the stddev group 4
     assert disc(torch.randn(1, 3, size, size)).shape == (1, 1)
 
@@ -83,8 +85,8 @@ def test_discriminator_shapes(size):
 def test_discriminator_lowpass_hides_high_frequencies(kind):
     size = 32
     torch.manual_seed(0)
-    disc = CQShiftStyleGAN2Discriminator(size, narrow=1 / 16, input_lowpass={'type': kind, 'factor': 4})
-    full_band = CQShiftStyleGAN2Discriminator(size, narrow=1 / 16)
+    disc = StyleGAN2DiscriminatorClean(size, narrow=1 / 16, input_lowpass={'type': kind, 'factor': 4})
+    full_band = StyleGAN2DiscriminatorClean(size, narrow=1 / 16)
     full_band.load_state_dict(disc.state_dict())
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing='ij')
     checker = ((yy + xx) % 2).float().mul(2).sub(1).expand(2, 3, size, size) * 0.5
@@ -100,10 +102,44 @@ def test_discriminator_lowpass_hides_high_frequencies(kind):
 def test_discriminator_matches_basicsr_original(cpu_original_arch):
     torch.manual_seed(0)
     ref = _randomise_small_params(cpu_original_arch.StyleGAN2Discriminator(32, channel_multiplier=1, narrow=1 / 16))
-    ours = CQShiftStyleGAN2Discriminator(32, channel_multiplier=1, narrow=1 / 16)
+    ours = StyleGAN2DiscriminatorClean(32, channel_multiplier=1, narrow=1 / 16)
     ours.load_state_dict(ref.state_dict())  # same layout: loads unchanged
     x = torch.randn(4, 3, 32, 32)
     torch.testing.assert_close(ours(x), ref(x), atol=1e-5, rtol=1e-4)
+
+
+def test_discriminator_gradients_match_basicsr_original(cpu_original_arch):
+    """The folded gains/biases and the strided skip blur change the arithmetic, not the function: the gradients
+    of the input (the generator's GAN loss) and of every weight (the discriminator's step) are basicsr's."""
+    torch.manual_seed(0)
+    ref = _randomise_small_params(cpu_original_arch.StyleGAN2Discriminator(32, channel_multiplier=1, narrow=1 / 16))
+    ours = StyleGAN2DiscriminatorClean(32, channel_multiplier=1, narrow=1 / 16)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    x_ref, x_ours = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ref(x_ref).square().sum().backward()
+    ours(x_ours).square().sum().backward()
+
+    def close(a, b):  # float32 rounding relative to the gradient's scale
+        return (a - b).abs().max().item() <= 1e-4 * b.abs().max().item() + 1e-7
+
+    assert close(x_ours.grad, x_ref.grad)
+    for (name, p_ours), p_ref in zip(ours.named_parameters(), ref.parameters()):
+        assert p_ours.grad is not None and close(p_ours.grad, p_ref.grad), name
+
+
+def test_lowpass_blur_is_the_separable_gaussian():
+    """``input_lowpass: blur`` (torchvision's Gaussian blur) equals a separable Gaussian with sigma = factor / 2,
+    taps out to 3 sigma, normalised, reflect padding."""
+    factor, x = 4, torch.randn(2, 3, 32, 32)
+    sigma = factor / 2
+    radius = math.ceil(3 * sigma)
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma)**2)
+    taps = taps / taps.sum()
+    expected = F.pad(x, [radius] * 4, mode='reflect')
+    expected = F.conv2d(expected, taps.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    expected = F.conv2d(expected, taps.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    torch.testing.assert_close(lowpass_filter(x, 'blur', factor), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_basicsr_generator_conversion_exact_where_defined(cpu_original_arch):
@@ -132,7 +168,7 @@ def test_basicsr_generator_conversion_exact_where_defined(cpu_original_arch):
     assert corr > 0.9
 
 
-def test_rosinality_checkpoint_through_converter_script(tmp_path, cpu_original_arch):
+def test_rosinality_checkpoint_through_converter_script(tmp_path, cpu_original_arch, capsys):
     torch.manual_seed(0)
     ref_g = _randomise_small_params(cpu_original_arch.StyleGAN2Generator(32, **TINY_G))
     ref_d = _randomise_small_params(cpu_original_arch.StyleGAN2Discriminator(32, channel_multiplier=1,
@@ -143,10 +179,11 @@ def test_rosinality_checkpoint_through_converter_script(tmp_path, cpu_original_a
             'latent_avg': torch.randn(16), 'args': argparse.Namespace(size=32, channel_multiplier=1)}
     src, out_g, out_d = tmp_path / '550000.pt', tmp_path / 'g.pth', tmp_path / 'd.pth'
     torch.save(ckpt, src)
-    info = convert_main(['--input', str(src), '--output', str(out_g), '--output-d', str(out_d), '--size', '32',
-                         '--channel-multiplier', '1', '--num-style-feat', '16', '--num-mlp', '2', '--narrow',
-                         str(1 / 16)])
-    assert info == {'layout': 'rosinality', 'discriminator': True}
+    status = convert_main(['--input', str(src), '--output', str(out_g), '--output-d', str(out_d), '--size', '32',
+                           '--channel-multiplier', '1', '--num-style-feat', '16', '--num-mlp', '2', '--narrow',
+                           str(1 / 16)])
+    assert status == 0
+    assert capsys.readouterr().out.strip() == f'Converted rosinality generator -> {out_g}; discriminator -> {out_d}'
 
     saved = torch.load(out_g, map_location='cpu', weights_only=True)
     assert set(saved) == {'params_ema', 'latent_avg'}
@@ -162,7 +199,7 @@ def test_rosinality_checkpoint_through_converter_script(tmp_path, cpu_original_a
     assert load_stylegan2_generator(again, str(src))['layout'] == 'rosinality'
     torch.testing.assert_close(again.state_dict(), clean.state_dict())
 
-    disc = CQShiftStyleGAN2Discriminator(32, channel_multiplier=1, narrow=1 / 16)
+    disc = StyleGAN2DiscriminatorClean(32, channel_multiplier=1, narrow=1 / 16)
     load_stylegan2_discriminator(disc, str(out_d))
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():

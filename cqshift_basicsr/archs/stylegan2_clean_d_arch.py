@@ -1,134 +1,110 @@
 """A pure-PyTorch StyleGAN2 discriminator (no compiled ``fused_act``/``upfirdn2d`` ops).
 
 Parameter layout: identical to basicsr's ``StyleGAN2Discriminator`` (``conv_body.*``, ``final_conv.*``,
-``final_linear.*``) with the equalized-learning-rate scales kept as *runtime* constants, as StyleGAN2 trains
-them. So basicsr's discriminator weights load unchanged and rosinality's ``d`` weights load after renaming
-``convs.`` to ``conv_body.`` (see :func:`cqshift_basicsr.archs.stylegan2_weights.convert_discriminator_state_dict`).
-Keeping the scales at runtime (instead of folding them into the weights) preserves StyleGAN2's training
-dynamics under Adam, which matters because D_H/D_L are trained in stage 2.
+``final_linear.*``), built from basicsr's own pure-PyTorch ``EqualConv2d``/``EqualLinear``/``ScaledLeakyReLU``, with
+the equalized-learning-rate scales kept as *runtime* constants, as StyleGAN2 trains them. So basicsr's
+discriminator weights load unchanged and rosinality's ``d`` weights load after renaming ``convs.`` to
+``conv_body.`` (see :func:`cqshift_basicsr.archs.stylegan2_weights.convert_discriminator_state_dict`). Keeping the
+scales at runtime (instead of folding them into the stored weights) preserves StyleGAN2's training dynamics under
+Adam, which matters because the discriminators are trained (stage 0, GFPGAN, D_H/D_L in stage 2).
 
-D_L's low-pass view (DESIGN §2): ``input_lowpass={'type': 'down_up' | 'blur', 'factor': 4}`` filters the
-input before the conv stack, so D_L judges only the low frequencies a frozen FFHQ StyleGAN2 can render.
+The forward pass computes basicsr's function with fewer passes over the feature maps (it is most of a training
+step's time at the toy size): the activation gain sqrt(2), the residual 1/sqrt(2) and the activation's bias are
+folded into each convolution's runtime weight scale and bias (leaky ReLU is positively homogeneous, so
+``lrelu(x + b) * g == lrelu(g * x + g * b)`` for g > 0), and the skip path's FIR blur is evaluated only at the
+positions its stride-2 1x1 convolution reads.
+
+D_L's low-pass view: ``input_lowpass={'type': 'down_up' | 'blur', 'factor': 4}`` filters the input before the conv
+stack, so D_L judges only the low frequencies a frozen StyleGAN2 can render.
 """
 import math
 
 import torch
+from basicsr.archs.stylegan2_arch import EqualConv2d, EqualLinear, ScaledLeakyReLU
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
+from torchvision.transforms.functional import gaussian_blur
 
-__all__ = ['CQShiftStyleGAN2Discriminator', 'lowpass_filter']
+__all__ = ['StyleGAN2DiscriminatorClean', 'lowpass_filter']
 
-
-def _fir_kernel_2d(taps):
-    """Normalised separable 2-D FIR kernel (outer product of the 1-D taps)."""
-    k = torch.as_tensor(taps, dtype=torch.float32)
-    if k.ndim == 1:
-        k = k[:, None] * k[None, :]
-    return k / k.sum()
+_GAIN = math.sqrt(2)  # StyleGAN2's leaky ReLU gain
 
 
 class _FIRBlur(nn.Module):
-    """Depthwise FIR blur with explicit zero padding; equals upfirdn2d(up=1, down=1, pad=pad)."""
+    """Depthwise FIR blur (normalised outer product of 1-D taps) with explicit zero padding; equals
+    ``upfirdn2d(up=1, down=1, pad=pad)``. ``stride`` 2 computes only the even positions."""
 
     def __init__(self, taps, pad):
         super().__init__()
-        # kernel is a constant: non-persistent so state dicts match basicsr's (which stores none) and so it
-        # follows .to(device) without appearing in checkpoints.
-        self.register_buffer('kernel', _fir_kernel_2d(taps).flip(0, 1), persistent=False)
+        kernel = torch.as_tensor(taps, dtype=torch.float32)
+        kernel = kernel[:, None] * kernel[None, :]
+        # a constant: non-persistent, so state dicts match basicsr's (which stores none) and it follows .to(device)
+        self.register_buffer('kernel', (kernel / kernel.sum()).flip(0, 1), persistent=False)
         self.pad = pad
 
-    def forward(self, x):
-        c = x.shape[1]
+    def forward(self, x, stride=1):
+        channels = x.shape[1]
         x = F.pad(x, [self.pad[0], self.pad[1], self.pad[0], self.pad[1]])
-        weight = self.kernel.to(x.dtype).expand(c, 1, *self.kernel.shape)
-        return F.conv2d(x, weight, groups=c)
-
-
-class _EqualConv2d(nn.Module):
-    """Conv2d whose N(0, 1) weight is scaled by 1/sqrt(fan_in) at run time (equalized learning rate)."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
-        self.stride = stride
-        self.padding = padding
-
-    def forward(self, x):
-        return F.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
-
-
-class _EqualLinear(nn.Module):
-    """Linear layer with a runtime 1/sqrt(fan_in) scale; with ``activate`` it applies the biased, gain-sqrt(2)
-    leaky ReLU StyleGAN2 fuses into the layer."""
-
-    def __init__(self, in_features, out_features, activate=False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        self.scale = 1 / math.sqrt(in_features)
-        self.activate = activate
-
-    def forward(self, x):
-        out = F.linear(x, self.weight * self.scale, self.bias)
-        if self.activate:
-            out = F.leaky_relu(out, 0.2) * math.sqrt(2)
-        return out
+        weight = self.kernel.to(x.dtype).expand(channels, 1, *self.kernel.shape)
+        return F.conv2d(x, weight, stride=stride, groups=channels)
 
 
 class _BiasLeakyReLU(nn.Module):
-    """StyleGAN2's FusedLeakyReLU in plain PyTorch: leaky_relu(x + bias) * sqrt(2); ``bias`` has shape (C,)."""
+    """The bias of basicsr's ``FusedLeakyReLU`` (``leaky_relu(x + bias) * sqrt(2)``); :class:`_ConvLayer` folds it
+    into its convolution, so only its parameter layout is used."""
 
     def __init__(self, channels):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x):
-        return F.leaky_relu(x + self.bias.view(1, -1, 1, 1), 0.2) * math.sqrt(2)
 
+class _ConvLayer(nn.Sequential):
+    """basicsr's ``ConvLayer`` (blur? -> EqualConv2d -> activation?, same indices), run as one convolution plus an
+    in-place leaky ReLU; ``gain`` (> 0) scales the output, folded into the runtime weight scale."""
 
-class _ScaledLeakyReLU(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size, downsample=False, taps=(1, 3, 3, 1), bias=True,
+                 activate=True):
+        layers = []
+        if downsample:
+            pad = (len(taps) - 2) + (kernel_size - 1)
+            layers.append(_FIRBlur(taps, pad=((pad + 1) // 2, pad // 2)))
+            stride, padding = 2, 0
+        else:
+            stride, padding = 1, kernel_size // 2
+        # with an activation, the bias lives in the activation (FusedLeakyReLU layout)
+        layers.append(EqualConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias and not activate))
+        if activate:
+            layers.append(_BiasLeakyReLU(out_channels) if bias else ScaledLeakyReLU(0.2))
+        super().__init__(*layers)
+        self.downsample, self.activate = downsample, activate
 
-    def forward(self, x):
-        return F.leaky_relu(x, 0.2) * math.sqrt(2)
-
-
-def _conv_layer(in_channels, out_channels, kernel_size, downsample=False, taps=(1, 3, 3, 1), bias=True,
-                activate=True):
-    """Blur? -> conv -> activation, as an ``nn.Sequential`` whose indices match basicsr's ``ConvLayer``."""
-    layers = []
-    if downsample:
-        p = (len(taps) - 2) + (kernel_size - 1)
-        layers.append(_FIRBlur(taps, pad=((p + 1) // 2, p // 2)))
-        stride, padding = 2, 0
-    else:
-        stride, padding = 1, kernel_size // 2
-    # when activated with bias, the bias lives in the activation (FusedLeakyReLU layout)
-    layers.append(_EqualConv2d(in_channels, out_channels, kernel_size, stride, padding, bias=bias and not activate))
-    if activate:
-        layers.append(_BiasLeakyReLU(out_channels) if bias else _ScaledLeakyReLU())
-    return nn.Sequential(*layers)
+    def forward(self, x, gain=1.0):
+        conv = self[1] if self.downsample else self[0]
+        stride = conv.stride
+        if self.downsample:
+            # a 1x1 convolution reads the blurred map at its own positions only: blur just those
+            stride = 1 if conv.kernel_size == 1 else stride
+            x = self[0](x, stride=2 if conv.kernel_size == 1 else 1)
+        if self.activate:
+            gain = gain * _GAIN
+        bias = getattr(self[-1], 'bias', None) if self.activate else conv.bias
+        out = F.conv2d(x, conv.weight * (conv.scale * gain), None if bias is None else bias * gain, stride=stride,
+                       padding=conv.padding)
+        return F.leaky_relu_(out, 0.2) if self.activate else out
 
 
 class _ResBlock(nn.Module):
 
     def __init__(self, in_channels, out_channels, taps):
         super().__init__()
-        self.conv1 = _conv_layer(in_channels, in_channels, 3)
-        self.conv2 = _conv_layer(in_channels, out_channels, 3, downsample=True, taps=taps)
-        self.skip = _conv_layer(in_channels, out_channels, 1, downsample=True, taps=taps, bias=False, activate=False)
+        self.conv1 = _ConvLayer(in_channels, in_channels, 3)
+        self.conv2 = _ConvLayer(in_channels, out_channels, 3, downsample=True, taps=taps)
+        self.skip = _ConvLayer(in_channels, out_channels, 1, downsample=True, taps=taps, bias=False, activate=False)
 
     def forward(self, x):
-        return (self.conv2(self.conv1(x)) + self.skip(x)) * (1 / math.sqrt(2))
-
-
-def _gaussian_taps(sigma):
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    g = torch.exp(-0.5 * (t / sigma)**2)
-    return g / g.sum()
+        # (conv2(conv1(x)) + skip(x)) / sqrt(2), the 1/sqrt(2) folded into both convolutions
+        return self.conv2(self.conv1(x), gain=1 / _GAIN) + self.skip(x, gain=1 / _GAIN)
 
 
 def lowpass_filter(x, type='down_up', factor=4):  # noqa: A002  (mirrors the YAML key)
@@ -136,7 +112,7 @@ def lowpass_filter(x, type='down_up', factor=4):  # noqa: A002  (mirrors the YAM
 
     ``down_up``: box-filter (area) downsample by ``factor`` then bilinear upsample back; a pixel-level pattern
     with period dividing ``factor`` (noise grain, 8x8 JPEG blocks at factor 8) averages out exactly.
-    ``blur``: separable Gaussian blur with sigma = factor / 2 and reflect padding.
+    ``blur``: Gaussian blur with sigma = factor / 2, taps out to 3 sigma, reflect padding (torchvision's).
     """
     if type == 'down_up':
         h, w = x.shape[-2:]
@@ -145,17 +121,16 @@ def lowpass_filter(x, type='down_up', factor=4):  # noqa: A002  (mirrors the YAM
         small = F.avg_pool2d(x, factor)
         return F.interpolate(small, size=(h, w), mode='bilinear', align_corners=False)
     if type == 'blur':
-        taps = _gaussian_taps(factor / 2).to(device=x.device, dtype=x.dtype)
-        c, r = x.shape[1], taps.numel() // 2
-        x = F.pad(x, [r, r, r, r], mode='reflect')
-        x = F.conv2d(x, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(x, taps.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        sigma = factor / 2
+        radius = max(1, math.ceil(3 * sigma))
+        return gaussian_blur(x, [2 * radius + 1] * 2, [sigma] * 2)
     raise ValueError(f"input_lowpass type must be 'down_up' or 'blur', got {type!r}")
 
 
 @ARCH_REGISTRY.register()
-class CQShiftStyleGAN2Discriminator(nn.Module):
-    """StyleGAN2 discriminator (residual, FIR-blurred downsampling, minibatch stddev), pure PyTorch.
+class StyleGAN2DiscriminatorClean(nn.Module):
+    """StyleGAN2 discriminator (residual, FIR-blurred downsampling, minibatch stddev), pure PyTorch; basicsr's
+    ``StyleGAN2Discriminator`` without its compiled ops, as gfpgan's ``StyleGAN2GeneratorClean`` is to the generator.
 
     Args:
         out_size (int): input resolution (power of two, >= 8).
@@ -187,7 +162,7 @@ class CQShiftStyleGAN2Discriminator(nn.Module):
             lowpass_filter(torch.zeros(1, 1, out_size, out_size), **input_lowpass)  # validate options early
         self.input_lowpass = input_lowpass
 
-        body = [_conv_layer(3, channels[out_size], 1)]
+        body = [_ConvLayer(3, channels[out_size], 1)]
         in_channels = channels[out_size]
         for i in range(log_size, 2, -1):
             out_channels = channels[2**(i - 1)]
@@ -195,11 +170,9 @@ class CQShiftStyleGAN2Discriminator(nn.Module):
             in_channels = out_channels
         self.conv_body = nn.Sequential(*body)
 
-        self.final_conv = _conv_layer(in_channels + 1, channels[4], 3)
-        self.final_linear = nn.Sequential(
-            _EqualLinear(channels[4] * 4 * 4, channels[4], activate=True),
-            _EqualLinear(channels[4], 1),
-        )
+        self.final_conv = _ConvLayer(in_channels + 1, channels[4], 3)
+        # basicsr's layout; its first layer's fused activation is applied in forward
+        self.final_linear = nn.Sequential(EqualLinear(channels[4] * 4 * 4, channels[4]), EqualLinear(channels[4], 1))
         self.stddev_group = stddev_group
 
     def _minibatch_stddev(self, x):
@@ -215,6 +188,7 @@ class CQShiftStyleGAN2Discriminator(nn.Module):
         """x: (B, 3, out_size, out_size) in [-1, 1] -> logits (B, 1)."""
         if self.input_lowpass is not None:
             x = lowpass_filter(x, **self.input_lowpass)
-        out = self._minibatch_stddev(self.conv_body(x))
-        out = self.final_conv(out)
-        return self.final_linear(out.flatten(1))
+        out = self.final_conv(self._minibatch_stddev(self.conv_body(x))).flatten(1)
+        hidden, logit = self.final_linear
+        out = F.leaky_relu_(F.linear(out, hidden.weight * (hidden.scale * _GAIN), hidden.bias * _GAIN), 0.2)
+        return logit(out)

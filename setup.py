@@ -31,6 +31,8 @@ setup(
             'cqshift-convert-lpips=cqshift_basicsr.metrics.lpips_weights:main',
             'cqshift-export=cqshift_basicsr.export:main',
             'cqshift-restore=cqshift_basicsr.restore:main',
+            'cqshift-make-toy-faces=cqshift_basicsr.toy:main',
+            'cqshift-convert-stylegan2=cqshift_basicsr.convert_stylegan2:main',
         ]
     },
 )

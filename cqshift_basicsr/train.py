@@ -1,18 +1,12 @@
 # flake8: noqa
-"""Train with BasicSR's own pipeline: ``python cqshift_basicsr/train.py -opt options/<file>.yml``."""
-import os.path as osp
-import sys
-
-if __package__ in (None, ''):  # run as a script: import the package from its checkout, not its folder's modules
-    sys.path[0] = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
-
-import cqshift_basicsr  # noqa: F401  (the compat fixes, then registration of every component)
+"""Train with BasicSR's own pipeline: ``python cqshift_basicsr/train.py -opt options/<file>.yml`` (or ``cqshift-train``)."""
+import cqshift_basicsr  # first: the compat fixes must precede basicsr's imports, then every component registers
 from basicsr.train import train_pipeline
 from cqshift_basicsr.runner import run
 
 
 def main():
-    run(train_pipeline)
+    run(train_pipeline)  # experiments go under runner.default_root_path()
 
 
 if __name__ == '__main__':

@@ -4,13 +4,8 @@
 
 See :mod:`cqshift_basicsr.metrics.lpips_weights`.
 """
-import os
-import sys
 
-if __name__ == '__main__':  # run as a file: make the repository importable
-    sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
-
-from cqshift_basicsr.metrics.lpips_weights import main  # noqa: E402
+from cqshift_basicsr.metrics.lpips_weights import main
 
 if __name__ == '__main__':
     main()

@@ -6,12 +6,10 @@
 """
 import argparse
 import os.path as osp
-import sys
 
-ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
-sys.path.insert(0, ROOT)
+from cqshift_basicsr.checkpoints import export_stylegan2_prior
 
-from cqshift_basicsr.checkpoints import export_stylegan2_prior  # noqa: E402
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))  # the checkout: where experiments/ and weights/ are
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -2,13 +2,9 @@
 
 A thin wrapper of :mod:`cqshift_basicsr.evaluation.speed` (its docstring explains what is measured and the outputs);
 ``scripts/benchmark.py --speed`` runs the same as part of the benchmark."""
-import os.path as osp
 import sys
 
-if __name__ == '__main__':  # run as a file: make the repository importable
-    sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), osp.pardir)))
-
-from cqshift_basicsr.evaluation.speed import main  # noqa: E402
+from cqshift_basicsr.evaluation.speed import main
 
 if __name__ == '__main__':
     sys.exit(main())

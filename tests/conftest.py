@@ -1,13 +1,10 @@
 """Shared test setup: the compat fixes load before anything imports basicsr; tests run CPU-only."""
 import os
-import sys
 
 import numpy as np
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
 import cqshift_basicsr  # noqa: E402,F401  (compat first, then registration)
@@ -23,8 +20,8 @@ def repo_root():
 
 @pytest.fixture(scope='session')
 def toy_faces(tmp_path_factory):
-    """A tiny embedded toy-face set (64 px) made once per test session by scripts/make_toy_faces.py."""
-    from scripts.make_toy_faces import make_toy_faces
+    """A tiny embedded toy-face set (64 px) made once per test session by cqshift_basicsr.toy."""
+    from cqshift_basicsr.toy import make_toy_faces
     out = tmp_path_factory.mktemp('toy_faces')
     make_toy_faces(str(out), size=64, num_hq_ids=6, num_lq_ids=6, num_test_ids=3, images_per_id=3, seed=0)
     return str(out)

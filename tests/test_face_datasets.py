@@ -319,10 +319,9 @@ def test_missing_and_misconfigured_roots(tmp_path):
         build_dataset(degraded_opt(str(folder)))
 
 
-def test_on_the_colleagues_toy_faces_when_available(request):
-    """Smoke test on scripts/make_toy_faces.py's layout (skipped while that script does not exist)."""
-    pytest.importorskip('scripts.make_toy_faces')
-    root = request.getfixturevalue('toy_faces')
+def test_on_the_toy_faces(toy_faces):
+    """Smoke test on the layout that cqshift_basicsr.toy writes."""
+    root = toy_faces
     splits = sorted(d for d in os.listdir(root) if osp.isdir(osp.join(root, d, 'images')))
     assert splits
     images = osp.join(root, splits[0], 'images')

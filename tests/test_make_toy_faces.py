@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scripts.make_toy_faces import EXTRA_HQ_FIRST_ID, EXTRA_HQ_META, LABEL, LABEL_NAMES, make_toy_faces
+from cqshift_basicsr.toy import EXTRA_HQ_FIRST_ID, EXTRA_HQ_META, LABEL, LABEL_NAMES, make_toy_faces
 
 SPLITS = ('hq', 'lq', 'test')
 REQUIRED = ('background', 'skin', 'nose', 'eye_g', 'l_eye', 'r_eye', 'l_brow', 'r_brow', 'l_ear', 'r_ear', 'mouth',

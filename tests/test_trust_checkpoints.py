@@ -184,7 +184,7 @@ def test_imagenet_encoder_weights_never_run_code(crafted):
 
 
 def test_converter_refuses_without_the_flag(crafted, tmp_path):
-    from scripts.convert_stylegan2 import main
+    from cqshift_basicsr.convert_stylegan2 import main
     out = tmp_path / 'out.pth'
     refused('--input', lambda: main(['--input', crafted[0], '--output', str(out), '--size', str(SIZE)]))
     assert not out.exists()

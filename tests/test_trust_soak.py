@@ -205,7 +205,7 @@ def final_weights(exp_dir):
 @pytest.fixture(scope='module')
 def soak_inputs(tmp_path_factory):
     """Toy faces at 32 px (6 HQ, 4 LQ-source) and a random tiny StyleGAN2 prior and stage-1 encoder."""
-    from scripts.make_toy_faces import make_toy_faces
+    from cqshift_basicsr.toy import make_toy_faces
     folder = tmp_path_factory.mktemp('soak_inputs')
     make_toy_faces(str(folder / 'faces'), size=SIZE, num_hq_ids=NUM_HQ, num_lq_ids=4, num_test_ids=0,
                    images_per_id=1, seed=0)

@@ -97,7 +97,7 @@ def make_data(demo):
     if osp.isfile(osp.join(toy, 'test', 'meta.json')):
         print(f'    {toy} exists')
     else:
-        demo.script('make_toy_faces.py', '--out', toy)
+        demo.run_command([sys.executable, '-m', 'cqshift_basicsr.toy', '--out', toy])
     testset = demo.path('datasets', 'toy_testset')
     if osp.isfile(osp.join(testset, 'manifest.json')):
         print(f'    {testset} exists')

@@ -83,7 +83,7 @@ def tiny_cqshift_networks(size, feat):
     """Option dicts of tiny random-weight StyleGAN2 G, E_H, CQShiftNet and D (``network_*`` sections) at
     ``size`` px with ``feat``-d styles: (G, E, NET, D)."""
     narrow = dict(channel_multiplier=1, narrow=0.03125)
-    return (dict(type='StyleGAN2GeneratorClean', out_size=size, num_style_feat=feat, num_mlp=2, **narrow),
+    return (dict(type='StyleGAN2GeneratorFast', out_size=size, num_style_feat=feat, num_mlp=2, **narrow),
             dict(type='CQShiftEncoder', out_size=size, num_style_feat=feat, latent_type='w', depth=18,
                  base_channels=8),
             dict(type='CQShiftNet', out_size=size, num_style_feat=feat, num_mlp=2, **narrow, latent_type='w',

@@ -1,6 +1,7 @@
 """CQShift stage 1 (CQShiftEncoderModel) and stage 2 (CQShiftModel): gradients, ablation switches, checkpoints,
 and train → resume → test through our train.py/test.py on CPU with tiny random networks."""
 import copy
+import math
 import os
 import re
 
@@ -61,6 +62,38 @@ def params_with_grad(module):
 def test_registries_hold_the_method():
     assert 'CQShiftNet' in ARCH_REGISTRY
     assert {'CQShiftEncoderModel', 'CQShiftModel'} <= set(MODEL_REGISTRY._obj_map)
+
+
+def test_stage0_trains_the_fast_generator_with_basicsr_stylegan2_model():
+    """Stage 0 (basicsr's StyleGAN2Model) on the fast generator and the clean discriminator: style mixing, path-length
+    and R1 regularisation all train (double backward through the in-place epilogue), and the result is a
+    StyleGAN2GeneratorClean state dict with the same outputs."""
+    from gfpgan.archs.stylegan2_clean_arch import StyleGAN2GeneratorClean
+    opt = dict(name='stage0', model_type='StyleGAN2Model', num_gpu=0, manual_seed=0, is_train=True, dist=False,
+               network_g=dict(TINY_G), network_d=dict(TINY_D), path=dict(pretrain_network_g=None,
+                                                                         pretrain_network_d=None),
+               train=dict(optim_g=dict(type='Adam', lr=2e-4), optim_d=dict(type='Adam', lr=2e-3),
+                          scheduler=dict(type='MultiStepLR', milestones=[99], gamma=0.5),
+                          gan_opt=dict(type='GANLoss', gan_type='wgan_softplus', loss_weight=1), r1_reg_weight=10,
+                          path_reg_weight=2, net_g_reg_every=2, net_d_reg_every=2, path_batch_shrink=2,
+                          mixing_prob=0.9), val=dict(num_val_samples=2))
+    assert TINY_G['type'] == 'StyleGAN2GeneratorFast'
+    torch.manual_seed(0)
+    model = build_model(opt)
+    before = copy.deepcopy(model.net_g.state_dict())
+    for it in (1, 2):
+        model.feed_data({'gt': batch(it)['hq'] * 2 - 1})
+        model.optimize_parameters(it)
+    logged = model.get_current_log()
+    assert {'l_g', 'l_d', 'l_g_path', 'l_d_r1'} <= set(logged) and all(map(math.isfinite, logged.values()))
+    after = model.net_g.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in after)
+    clean = StyleGAN2GeneratorClean(**{k: v for k, v in TINY_G.items() if k != 'type'}).eval()
+    clean.load_state_dict(after)
+    w = torch.randn(2, FEAT)
+    with torch.no_grad():
+        torch.testing.assert_close(model.net_g.eval()([w], input_is_latent=True, randomize_noise=False)[0],
+                                   clean([w], input_is_latent=True, randomize_noise=False)[0], atol=1e-4, rtol=1e-4)
 
 
 def test_stage1_trains_only_the_encoder_and_starts_at_the_mean_latent(weights):

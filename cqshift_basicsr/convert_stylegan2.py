@@ -16,7 +16,6 @@ hold tensors only, so they load weights-only everywhere else; they are written a
 """
 import argparse
 
-import cqshift_basicsr  # noqa: F401  (compat fixes before basicsr/gfpgan)
 from gfpgan.archs.stylegan2_clean_arch import StyleGAN2GeneratorClean
 
 from cqshift_basicsr.archs.stylegan2_clean_d_arch import StyleGAN2DiscriminatorClean

@@ -1,5 +1,5 @@
 """Write the synthetic toy-face data set (hq / lq / test / val splits with exact parsing maps):
-``python scripts/make_toy_faces.py --help``, the same as ``cqshift-make-toy-faces`` and ``python -m cqshift_basicsr.toy``.
+``python scripts/make_toy_faces.py --help``, the same as ``cqshift-make-toy-faces``.
 
 A thin wrapper of :mod:`cqshift_basicsr.toy` (the renderer and the data set's layout are described there)."""
 import sys

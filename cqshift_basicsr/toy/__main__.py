@@ -3,4 +3,5 @@ import sys
 
 from cqshift_basicsr.toy import main
 
-sys.exit(main())
+if __name__ == '__main__':  # not when a spawned render worker re-imports the main module
+    sys.exit(main())

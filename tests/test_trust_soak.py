@@ -36,8 +36,9 @@ RUN_TIMEOUT = 120
 
 TINY_G, TINY_E, TINY_NET, TINY_D = tiny_cqshift_networks(SIZE, FEAT)
 # basicsr's iteration line: iteration, its duration ('time'), then the losses
+# the ETA may hold a comma: basicsr prints a negative one (a slow last iteration) as "-1 day, 23:59:59"
 ITER_LINE = re.compile(r'\[epoch:\s*\d+, iter:\s*([\d,]+), lr:\([^)]*\)\] '
-                       r'\[eta: [^,]*, time \(data\): ([\d.]+) [^\]]*\] (.*)$')
+                       r'\[eta: [^\]]*?, time \(data\): ([\d.]+) [^\]]*\] (.*)$')
 LOSS_ITEM = re.compile(r'(\w+): (\S+)')
 RESUMED = re.compile(r'Resuming training from epoch: (\d+), iter: (\d+)\.')
 TEMP_FILE = re.compile(r'^\..+\.tmp$')  # atomic_save's temporary files: .<target>.<random>.tmp

@@ -10,10 +10,12 @@ def neck_half_width(head, ident):
 
 
 def shoulder_top(head):
+    """Height of the shoulders' top edge (the necklace hangs from it too)."""
     return head.chin_y + 0.1
 
 
 def paint_neck(cv, head, ident):
+    """A cylinder-shaped neck below the head, darker just under the chin."""
     X, Y = cv.X, cv.Y
     cx, depth = head.cx, head.depth
     nw = neck_half_width(head, ident)

@@ -17,7 +17,6 @@ from cqshift_basicsr import compat
 from cqshift_basicsr.checkpoints import atomic_save, checkpoint_is_complete
 
 
-
 def state(it, networks):
     return {'iter': it, 'epoch': 0, 'optimizers': [], 'schedulers': [], 'networks': networks}
 

@@ -5,7 +5,7 @@ a 16.8M-parameter ``fc5``). :func:`compact_state_dict` stores float tensors as f
 weight of 2+ dimensions as ``<key>.int8`` (int8, symmetric) plus ``<key>.int8_scale`` (float32, one per output
 channel); :func:`expand_state_dict` turns such a dict back into float32 tensors. Loading a float16 tensor into a
 float32 module needs nothing (``load_state_dict`` copies with a cast); int8 entries must be expanded first, which
-``metric_networks.load_state_dict_file`` does. The shipped file is then the network: its figures are measured with
+``load_weights`` does. The shipped file is then the network: its figures are measured with
 the expanded weights, not with the float32 ones it was trained as.
 
 :func:`export_checkpoint` and :func:`export_stylegan2_prior` turn a training checkpoint into such a shipped file.
@@ -32,9 +32,12 @@ from collections import OrderedDict
 import torch
 
 __all__ = ['compact_state_dict', 'expand_state_dict', 'export_checkpoint', 'export_stylegan2_prior', 'INT8_SUFFIX',
-           'SCALE_SUFFIX', 'load_checkpoint', 'strip_module_prefix', 'atomic_save', 'checkpoint_is_complete',
-           'interrupted_writes', 'UntrustedCheckpointError', 'CorruptCheckpointError']
+           'SCALE_SUFFIX', 'STATE_DICT_KEYS', 'load_checkpoint', 'unwrap_state_dict', 'load_weights',
+           'check_state_dict_fits', 'load_state_dict_checked', 'strip_module_prefix', 'atomic_save',
+           'checkpoint_is_complete', 'interrupted_writes', 'UntrustedCheckpointError', 'CorruptCheckpointError']
 
+# Where checkpoints keep their state dict: basicsr's EMA and plain keys, then the common third-party ones.
+STATE_DICT_KEYS = ('params_ema', 'params', 'state_dict', 'model')
 INT8_SUFFIX = '.int8'
 SCALE_SUFFIX = '.int8_scale'
 
@@ -88,6 +91,67 @@ def load_checkpoint(path, option, what='checkpoint', help_text='', allowed_globa
         raise CorruptCheckpointError(f'{option}: {what} {path!r} cannot be read (truncated by an interrupted write, '
                                      f'or not a torch checkpoint): {str(error).splitlines()[0] if str(error) else ""}'
                                      ) from error
+
+
+def unwrap_state_dict(checkpoint, path=None, option='checkpoint', param_keys=STATE_DICT_KEYS):
+    """(state dict, key it came from) of a loaded checkpoint: the entry of the first of ``param_keys`` (None entries
+    skipped) that holds a dict, else the checkpoint itself when it is a bare state dict (key None).
+
+    Raises:
+        ValueError: the file holds no dict. KeyError: none of ``param_keys`` is there and the file is not a bare
+            state dict; the message names ``option``, ``path`` and the keys the file has.
+    """
+    where = f'{option}: {path!r}' if path is not None else option
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'{where} does not hold a state dict (found {type(checkpoint).__name__}).')
+    for param_key in param_keys:
+        if param_key and isinstance(checkpoint.get(param_key), dict):
+            return checkpoint[param_key], param_key
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint, None
+    wanted = ' or '.join(repr(k) for k in dict.fromkeys(k for k in param_keys if k)) or 'state dict'
+    raise KeyError(f'{where} has no {wanted} entry; it has {sorted(map(str, checkpoint))[:8]}')
+
+
+def load_weights(path, option, param_keys=STATE_DICT_KEYS, what='weights file', expand=True, map_location='cpu'):
+    """The state dict in a file a user names: read weights-only (:func:`load_checkpoint`), unwrapped
+    (:func:`unwrap_state_dict`), without DataParallel's ``module.`` prefixes and, with ``expand``, in float32
+    (:func:`expand_state_dict`; ``expand=False`` keeps a compact file's entries as stored).
+
+    Returns:
+        (state dict, the key it came from or None for a bare state dict)
+    """
+    checkpoint = load_checkpoint(path, option, what=what, map_location=map_location)
+    state, param_key = unwrap_state_dict(checkpoint, path, option, param_keys)
+    if expand:
+        try:
+            state = expand_state_dict(state)
+        except ValueError as error:
+            raise ValueError(f'{option}: {path!r}: {error}') from error
+    return strip_module_prefix(state), param_key
+
+
+def check_state_dict_fits(module, state_dict, path, option, strict=True):
+    """Raise a RuntimeError naming ``option``, ``path``, the module and the keys when ``state_dict`` does not fit
+    ``module``: a key of another shape, or (``strict``) a missing or unexpected key. Returns (missing, unexpected)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [(k, tuple(state_dict[k].shape), tuple(expected[k].shape)) for k in expected
+                  if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    if mismatched or (strict and (missing or unexpected)):
+        raise RuntimeError(f'{option}: {path!r} does not fit {module.__class__.__name__}: missing keys {missing[:5]} '
+                           f'({len(missing)}), unexpected keys {unexpected[:5]} ({len(unexpected)}), shape mismatch '
+                           f'(key, file, network) {mismatched[:5]} ({len(mismatched)})')
+    return missing, unexpected
+
+
+def load_state_dict_checked(module, state_dict, path, option, strict=True):
+    """``module.load_state_dict`` after :func:`check_state_dict_fits` (a key of another shape fails even when not
+    ``strict``, instead of being skipped silently). Returns the module."""
+    check_state_dict_fits(module, state_dict, path, option, strict)
+    module.load_state_dict(state_dict, strict=strict)
+    return module
 
 
 def checkpoint_is_complete(path):
@@ -190,8 +254,7 @@ def expand_state_dict(state):
 def export_checkpoint(source, param_key, target, int8=False):
     """Ship one parameter set of a training checkpoint (state dicts only) in compact form: float16, or int8 weights
     with per-channel scales (``int8``: True, or the key prefixes to quantise; see :func:`compact_state_dict`)."""
-    state = load_checkpoint(source, 'source checkpoint')
-    state = state[param_key] if param_key in state else state
+    state, _ = load_weights(source, 'source checkpoint', (param_key, ), expand=False)
     atomic_save({param_key: compact_state_dict(state, int8=int8)}, target)
     print(f'    {source} [{param_key}] -> {target} ({os.path.getsize(target) / 2**20:.1f} MB)')
 
@@ -203,7 +266,7 @@ def export_stylegan2_prior(checkpoint, output):
     (deterministic output); on the toy prior their learned strengths stamp the same speckle texture on every face,
     while without them the faces are clean.
     """
-    state = load_checkpoint(checkpoint, 'checkpoint')['params_ema']
+    state, _ = load_weights(checkpoint, 'checkpoint', ('params_ema', ))
     for key, value in state.items():
         if re.fullmatch(r'style_conv1\.weight|style_convs\.\d+\.weight', key):  # NoiseInjection strengths
             value.zero_()

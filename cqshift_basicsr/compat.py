@@ -44,6 +44,22 @@ Trust and durability (issue 8; tested in ``tests/test_trust_checkpoints.py`` and
     order) as :class:`cqshift_basicsr.data.sample_draws.SampleIndex` keyed by (manual_seed, epoch, position), so our
     datasets draw an item's flips, LQ partner and degradation the same on any number of ranks (basicsr seeds each
     rank's RNGs differently).
+
+GFPGAN baseline (``tests/test_gfpgan_baseline.py``, ``tests/test_compat.py``): importing this module registers the
+``gfpgan`` package's archs and models (``model_type: GFPGANModel``, ``type: GFPGANv1Clean``,
+``FacialComponentDiscriminator``, ``ResNetArcFace``), whose test runs write ``results/<name>/metrics.json`` like ours
+(:func:`cqshift_basicsr.results.records_test_metrics`). Checked on CPU (``num_gpu: 0``) with gfpgan 1.3.8 and
+torch 2.14; its main discriminator must be our ``StyleGAN2DiscriminatorClean`` (basicsr's ``StyleGAN2Discriminator``
+needs a compiled CUDA op). See ``options/train_gfpgan.yml`` for which parts of GFPGAN are switchable and why.
+
+12. Adam betas: ``GFPGANModel.setup_optimizers`` passes G's ``betas=(0**1, 0.99**1)`` = ``(0, 0.99)``, an int and a
+    float, which current ``torch.optim.Adam`` rejects ("betas must be either both floats or both Tensors");
+    :func:`install_gfpgan_optimizer_fix` makes ``GFPGANModel.get_optimizer`` pass them as floats (same values).
+13. No VGG download: basicsr's ``VGGFeatureExtractor`` (``PerceptualLoss``, i.e. GFPGAN's ``perceptual_opt``) loads
+    ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` **relative to the working directory** and otherwise
+    downloads torchvision's ImageNet weights. When neither that file nor torchvision's cache copy
+    (``$TORCH_HOME/hub/checkpoints/<file>``, read without downloading) exists, building it raises a
+    ``FileNotFoundError`` that says where to put the file (:func:`install_vgg_download_guard`).
 """
 import math
 import os
@@ -76,7 +92,8 @@ def install_functional_tensor_shim():
 
 install_functional_tensor_shim()
 
-import basicsr.data.data_sampler as _data_sampler  # noqa: E402  (needs the shim above)
+import basicsr.archs.vgg_arch as _vgg_arch  # noqa: E402  (needs the shim above)
+import basicsr.data.data_sampler as _data_sampler  # noqa: E402
 import basicsr.models.base_model as _base_model  # noqa: E402
 import basicsr.train as _basicsr_train  # noqa: E402
 import basicsr.utils.options as _basicsr_options  # noqa: E402
@@ -85,10 +102,15 @@ from basicsr.utils import check_resume, get_root_logger, scandir  # noqa: E402
 from basicsr.utils.dist_util import get_dist_info, master_only  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
+import gfpgan.archs  # noqa: E402,F401  (registers GFPGANv1Clean, FacialComponentDiscriminator, ResNetArcFace, ...)
+import gfpgan.models  # noqa: E402,F401  (registers GFPGANModel)
+from gfpgan.models.gfpgan_model import GFPGANModel  # noqa: E402
+
 from cqshift_basicsr.checkpoints import (CorruptCheckpointError, UntrustedCheckpointError,  # noqa: E402
-                                         atomic_save, checkpoint_is_complete, interrupted_writes,
-                                         load_checkpoint, strip_module_prefix)
+                                         atomic_save, check_state_dict_fits, checkpoint_is_complete,
+                                         interrupted_writes, load_checkpoint, load_weights, strip_module_prefix)
 from cqshift_basicsr.data.sample_draws import keyed_sample_indices  # noqa: E402
+from cqshift_basicsr.results import records_test_metrics  # noqa: E402
 
 # State of the current training run, shared by the pipeline hooks below (one train_pipeline per process).
 _RUN = {}
@@ -227,21 +249,22 @@ def path_option_name(opt, load_path):
     return 'checkpoint'
 
 
-def load_network(self, net, load_path, strict=True, param_key='params'):
-    """Fix 6: basicsr's ``BaseModel.load_network`` (same behaviour) loading weights only, with errors that name the
-    option and the file."""
-    logger = get_root_logger()
-    net = self.get_bare_model(net)
-    load_net = load_checkpoint(load_path, path_option_name(self.opt, load_path))
-    if param_key is not None:
-        if param_key not in load_net and 'params' in load_net:
-            param_key = 'params'
-            logger.info('Loading: params_ema does not exist, use params.')
-        load_net = load_net[param_key]
-    logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
-    load_net = strip_module_prefix(load_net)
-    self._print_different_keys_loading(net, load_net, strict)
-    net.load_state_dict(load_net, strict=strict)
+def load_network(self, net, load_path, strict=True, param_key='params', option=None):
+    """Fix 6: basicsr's ``BaseModel.load_network``, the one loader of every model's ``path.pretrain_network_<x>``:
+    weights only, compact (float16 / int8) files expanded, ``param_key`` falling back to ``params`` as basicsr's
+    does, and errors that name the option (``option``, else the ``path`` key whose value is ``load_path``), the file
+    and the keys. Unlike basicsr's, a key of another shape fails even when not ``strict`` instead of being skipped."""
+    option = option or path_option_name(self.opt, load_path)
+    bare = self.get_bare_model(net)
+    state, loaded_key = load_weights(load_path, option, (param_key, 'params') if param_key else ())
+    if param_key and loaded_key != param_key:
+        get_root_logger().info(f'{load_path}: no {param_key!r}, loading {loaded_key or "the bare state dict"}.')
+    missing, unexpected = check_state_dict_fits(bare, state, load_path, option, strict)
+    if missing or unexpected:
+        get_root_logger().warning(f'{option}: {load_path} loaded non-strictly into {bare.__class__.__name__}; '
+                                  f'missing keys {missing}, unexpected keys {unexpected}.')
+    bare.load_state_dict(state, strict=strict)
+    get_root_logger().info(f'Loaded {bare.__class__.__name__} from {load_path} [{loaded_key}].')
 
 
 class _WeightsOnlyTorch(types.ModuleType):
@@ -262,17 +285,9 @@ class _WeightsOnlyTorch(types.ModuleType):
 def install_weights_only_loads():
     """Fix 6 for files third-party code loads for our runners: gfpgan's ``decoder_load_path``, basicsr's local VGG19
     file, and torchvision's hub-cache weights (``load_state_dict_from_url`` unpickles in full by default)."""
-    import basicsr.archs.vgg_arch as vgg_arch
-    vgg_arch.torch = _WeightsOnlyTorch(f'basicsr VGGFeatureExtractor weights ({vgg_arch.VGG_PRETRAIN_PATH})')
-    try:
-        import gfpgan.archs.gfpgan_bilinear_arch as gfpgan_bilinear
-        import gfpgan.archs.gfpganv1_arch as gfpganv1
-        import gfpgan.archs.gfpganv1_clean_arch as gfpganv1_clean
-    except ImportError:  # gfpgan is optional for this module
-        pass
-    else:
-        for module in (gfpganv1_clean, gfpganv1, gfpgan_bilinear):
-            module.torch = _WeightsOnlyTorch('network_g.decoder_load_path')
+    _vgg_arch.torch = _WeightsOnlyTorch(f'basicsr VGGFeatureExtractor weights ({_vgg_arch.VGG_PRETRAIN_PATH})')
+    for module in (gfpgan.archs.gfpganv1_clean_arch, gfpgan.archs.gfpganv1_arch, gfpgan.archs.gfpgan_bilinear_arch):
+        module.torch = _WeightsOnlyTorch('network_g.decoder_load_path')
     import torchvision.models._api as tv_api
     if not getattr(tv_api.load_state_dict_from_url, '_cqshift_weights_only', False):
         original = tv_api.load_state_dict_from_url
@@ -565,6 +580,62 @@ def build_model(opt):
     return install_nonfinite_guard(model) if opt.get('is_train') and hasattr(model, 'optimizers') else model
 
 
+# ------------------------------------------------------------------------------------ 12-13. the GFPGAN baseline
+_TORCHVISION_VGG_URL = 'https://download.pytorch.org/models/{}'
+_TORCHVISION_VGG_FILES = {
+    'vgg11': 'vgg11-8a719046.pth', 'vgg11_bn': 'vgg11_bn-6002323d.pth', 'vgg13': 'vgg13-19584684.pth',
+    'vgg13_bn': 'vgg13_bn-abd245e5.pth', 'vgg16': 'vgg16-397923af.pth', 'vgg16_bn': 'vgg16_bn-6c64b313.pth',
+    'vgg19': 'vgg19-dcbb9e9d.pth', 'vgg19_bn': 'vgg19_bn-c79401a0.pth'
+}
+
+
+def basicsr_vgg_weights_file(vgg_type='vgg19'):
+    """The local file basicsr's ``VGGFeatureExtractor`` would load for ``vgg_type`` without downloading, or None.
+
+    basicsr loads ``vgg_arch.VGG_PRETRAIN_PATH`` (vgg19 only, relative to the working directory) if it exists, else
+    asks torchvision for its ImageNet weights, which reads the hub cache before it would download."""
+    if os.path.exists(_vgg_arch.VGG_PRETRAIN_PATH):
+        return _vgg_arch.VGG_PRETRAIN_PATH
+    cached = os.path.join(torch.hub.get_dir(), 'checkpoints', _TORCHVISION_VGG_FILES.get(vgg_type, f'{vgg_type}.pth'))
+    return cached if os.path.isfile(cached) else None
+
+
+def install_vgg_download_guard():
+    """Fix 13: make basicsr's ``VGGFeatureExtractor`` raise instead of downloading when no local weights exist."""
+    extractor = _vgg_arch.VGGFeatureExtractor
+    if getattr(extractor.__init__, '_cqshift_no_download', False):
+        return
+    original_init = extractor.__init__
+
+    def __init__(self, layer_name_list, vgg_type='vgg19', *args, **kwargs):
+        if basicsr_vgg_weights_file(vgg_type) is None:
+            name = _TORCHVISION_VGG_FILES.get(vgg_type, f'{vgg_type}.pth')
+            raise FileNotFoundError(
+                f"basicsr's VGGFeatureExtractor ({vgg_type}, used by PerceptualLoss, e.g. GFPGAN's perceptual_opt) "
+                f'needs local ImageNet weights and will not download them. Put torchvision\'s "{name}" '
+                f'({_TORCHVISION_VGG_URL.format(name)}) at {os.path.abspath(_vgg_arch.VGG_PRETRAIN_PATH)!r} (basicsr '
+                f'reads experiments/pretrained_models/ relative to the working directory; vgg19 only) or at '
+                f'{os.path.join(torch.hub.get_dir(), "checkpoints", name)!r}, or remove perceptual_opt.')
+        original_init(self, layer_name_list, vgg_type, *args, **kwargs)
+
+    __init__._cqshift_no_download = True
+    __init__.__doc__ = original_init.__doc__
+    extractor.__init__ = __init__
+
+
+def install_gfpgan_optimizer_fix():
+    """Fix 12: ``GFPGANModel.get_optimizer`` with float betas; scoped to GFPGANModel only."""
+    if 'get_optimizer' in vars(GFPGANModel):
+        return
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        if kwargs.get('betas') is not None:
+            kwargs['betas'] = tuple(float(b) for b in kwargs['betas'])
+        return _base_model.BaseModel.get_optimizer(self, optim_type, params, lr, **kwargs)
+
+    GFPGANModel.get_optimizer = get_optimizer
+
+
 _original_init_dist = _basicsr_options.init_dist
 _original_build_model = _basicsr_train.build_model
 _original_model_to_device = _base_model.BaseModel.model_to_device
@@ -590,3 +661,6 @@ _base_model.BaseModel.validation = validation
 _data_sampler.EnlargedSampler.__iter__ = _sampler_iter
 _data_sampler.EnlargedSampler.set_epoch = _sampler_set_epoch
 install_weights_only_loads()
+install_vgg_download_guard()
+install_gfpgan_optimizer_fix()
+records_test_metrics(GFPGANModel)  # test runs write results/<name>/metrics.json, as our models do

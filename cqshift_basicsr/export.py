@@ -44,9 +44,9 @@ from basicsr.archs import build_network
 
 from . import __version__
 from .archs.face_parsing import build_parsenet
-from .checkpoints import atomic_save, expand_state_dict, load_checkpoint, strip_module_prefix
+from .checkpoints import atomic_save, check_state_dict_fits, expand_state_dict, load_weights
 
-__all__ = ['EXPORT_FORMAT', 'EXPORTERS', 'ModelExport', 'read_options', 'dataset_degradations', 'check_fits',
+__all__ = ['EXPORT_FORMAT', 'EXPORTERS', 'ModelExport', 'read_options', 'dataset_degradations',
            'build_parser_network', 'export_model', 'main']
 
 EXPORT_FORMAT = 'cqshift-basicsr-restorer/1'
@@ -100,20 +100,6 @@ def dataset_degradations(opt):
     return trained_on, tested_on
 
 
-def check_fits(net, state, path, option):
-    """Raise a RuntimeError naming ``option``, ``path`` and the keys when the float32 state dict ``state`` does not
-    fit ``net`` exactly (missing, unexpected or differently shaped keys)."""
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in expected
-                  if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        raise RuntimeError(f'{option}: {path!r} does not fit its {net.__class__.__name__} options: missing keys '
-                           f'{missing[:5]} ({len(missing)}), unexpected keys {unexpected[:5]} ({len(unexpected)}), '
-                           f'shape mismatch (key, file, network) {mismatched[:5]}')
-
-
 def _arch_options(network_opt):
     """network_g without the files that only initialise a training (the exported weights replace them)."""
     arch = copy.deepcopy(network_opt)
@@ -121,21 +107,6 @@ def _arch_options(network_opt):
         if key.endswith('_path'):
             arch[key] = None
     return arch
-
-
-def _checkpoint_weights(path, option, param_keys, what):
-    """(state dict, key it came from) of a checkpoint: the first of ``param_keys`` (None entries skipped) that holds
-    a dict, or the whole file when it is a bare state dict (key None)."""
-    checkpoint = load_checkpoint(path, option, what=what)
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f'{option}: {path!r} is not a state dict checkpoint.')
-    for param_key in param_keys:
-        if param_key and isinstance(checkpoint.get(param_key), dict):
-            return dict(strip_module_prefix(checkpoint[param_key])), param_key
-    if checkpoint and all(hasattr(v, 'shape') for v in checkpoint.values()):
-        return dict(strip_module_prefix(checkpoint)), None
-    wanted = ' or '.join(dict.fromkeys(k for k in param_keys if k))
-    raise KeyError(f'{option}: {path!r} has no {wanted} entry; it has {sorted(checkpoint)[:8]}')
 
 
 def build_parser_network(network_parsing):
@@ -146,10 +117,6 @@ def build_parser_network(network_parsing):
     return build_parsenet(**parsing_opt)
 
 
-# The checkpoint entries load_parsenet (PSFRGANModel's parser loader) reads, in its order.
-_PARSER_PARAM_KEYS = ('params_ema', 'params', 'state_dict')
-
-
 def _export_psfrgan_parser(opt, opt_path):
     """PSFRGAN's parser: its options and the weights of the option file's ``path.pretrain_network_parsing``."""
     option = f'{opt_path}: path.pretrain_network_parsing'
@@ -158,8 +125,8 @@ def _export_psfrgan_parser(opt, opt_path):
         raise ValueError(f'{option} is not set: a PSFRGAN export needs the face parser weights its model was '
                          'trained with.')
     parsing_opt = _arch_options(opt.get('network_parsing') or {})
-    params, param_key = _checkpoint_weights(parser_path, option, _PARSER_PARAM_KEYS, 'face parser weights')
-    check_fits(build_parser_network(parsing_opt), expand_state_dict(params), parser_path, option)
+    params, param_key = load_weights(parser_path, option, what='face parser weights', expand=False)  # as load_parsenet
+    check_state_dict_fits(build_parser_network(parsing_opt), expand_state_dict(params), parser_path, option)
     return dict(network_parsing=parsing_opt, params_parsing=params, param_key_parsing=param_key,
                 checkpoint_parsing=str(parser_path))
 
@@ -192,10 +159,11 @@ def _export_generator(opt, model_type, arch_types, checkpoint_path, option):
         raise ValueError(f'-opt: a {model_type} option file needs network_g.type {" or ".join(arch_types)}, got '
                          f'{(network or {}).get("type")!r}.')
     wanted = (opt.get('path') or {}).get('param_key_g')  # the option file's choice first, else the EMA copy
-    params, param_key = _checkpoint_weights(checkpoint_path, option, (wanted, 'params_ema', 'params'),
-                                            'generator checkpoint')
+    params, param_key = load_weights(checkpoint_path, option, (wanted, 'params_ema', 'params'), 'generator checkpoint',
+                                     expand=False)
     arch = _arch_options(network)
-    check_fits(build_network(arch), expand_state_dict(params), checkpoint_path, option)  # fail here, not at restore
+    # fail here, not at restore
+    check_state_dict_fits(build_network(arch), expand_state_dict(params), checkpoint_path, option)
     return dict(network_g=arch, params=params, param_key=param_key)
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from basicsr.utils import img2tensor
 
-from .metrics.identity_metric import ARCFACE_ARCHS, arcface_embedding, build_arcface_network
+from .archs.perceptual_networks import ARCFACE_ARCHS, arcface_embedding, build_arcface_network, freeze
 
 __all__ = ['IDENTITY_ARCHS', 'IdentityScorer', 'alpha_grid', 'guard_alpha']
 
@@ -64,7 +64,7 @@ class IdentityScorer:
                 _model_file(landmark_weights, 'landmark_weights (--landmark-weights)', _LANDMARK_MODEL))
             self.network = None
         else:
-            self.network = build_arcface_network(arch, weights, arch_opt).eval().to(self.device)
+            self.network = freeze(build_arcface_network(arch, weights, arch_opt)).to(self.device)
 
     def _dlib_shape(self, face):
         """dlib's 5 landmarks of an aligned BGR face, searched in the FFHQ crop's face box."""

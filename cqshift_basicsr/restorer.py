@@ -38,9 +38,10 @@ from basicsr.archs import build_network
 from basicsr.utils import img2tensor, tensor2img
 
 from .archs.face_parsing import FaceParser
-from .checkpoints import expand_state_dict, load_checkpoint
+from .archs.perceptual_networks import freeze
+from .checkpoints import expand_state_dict, load_checkpoint, load_state_dict_checked
 from .data.face_io import resize_face
-from .export import EXPORT_FORMAT, build_parser_network, check_fits
+from .export import EXPORT_FORMAT, build_parser_network
 from .models.face_base_model import to_signed, to_unit
 
 __all__ = ['CQShiftRestorer', 'PhotoFace', 'PhotoRestoration', 'PRECISIONS', 'METHODS']
@@ -133,11 +134,8 @@ def _to_bgr_uint8(img):
 
 
 def _load_network(net, params, model_path, option):
-    """``net`` with the exported weights (checked with check_fits first), frozen in eval mode."""
-    state = expand_state_dict(params)
-    check_fits(net, state, model_path, option)
-    net.load_state_dict(state, strict=True)
-    return net.eval().requires_grad_(False)
+    """``net`` with the exported weights (checked: errors name the file and the keys), frozen in eval mode."""
+    return freeze(load_state_dict_checked(net, expand_state_dict(params), model_path, option))
 
 
 class CQShiftRestorer:

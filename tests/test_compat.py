@@ -77,3 +77,31 @@ def test_default_root_is_the_checkout_or_the_env(monkeypatch, tmp_path, repo_roo
     assert default_root_path() == repo_root
     monkeypatch.setenv('CQSHIFT_ROOT', str(tmp_path))
     assert default_root_path() == str(tmp_path)
+
+
+def test_gfpgan_model_gets_float_adam_betas():
+    """Fix 12: GFPGANModel's (0, 0.99) betas (an int and a float) build an Adam instead of failing."""
+    from gfpgan.models.gfpgan_model import GFPGANModel
+    model = GFPGANModel.__new__(GFPGANModel)  # get_optimizer uses no model state
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = model.get_optimizer('Adam', params, 1e-3, betas=(0**1, 0.99**1))
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults['betas'] == (0.0, 0.99)
+    assert all(isinstance(b, float) for b in optimizer.defaults['betas'])
+
+
+def test_load_network_is_checked_and_names_the_option(tmp_path):
+    """Fix 6: every model's load_network (basicsr's, GFPGAN's) reads weights only and reports keys per option."""
+    from basicsr.models.base_model import BaseModel
+    model = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': False,
+                       'path': {'pretrain_network_g': str(tmp_path / 'g.pth')}})
+    net = torch.nn.Linear(2, 3)
+    torch.save({'params': {'weight': torch.ones(3, 2), 'bias': torch.ones(3)}}, tmp_path / 'g.pth')
+    model.load_network(net, str(tmp_path / 'g.pth'), param_key='params_ema')  # falls back to params, as basicsr
+    assert torch.equal(net.weight, torch.ones(3, 2))
+    torch.save({'params': {'weight': torch.ones(2, 2), 'bias': torch.ones(3)}}, tmp_path / 'g.pth')
+    for strict in (True, False):  # a key of another shape fails even when not strict
+        with pytest.raises(RuntimeError, match=r"path.pretrain_network_g: '.*g.pth' does not fit Linear.*'weight'"):
+            model.load_network(net, str(tmp_path / 'g.pth'), strict=strict)
+    torch.save({'net': {}}, tmp_path / 'g.pth')
+    with pytest.raises(KeyError, match=r"has no 'params' entry; it has \['net'\]"):
+        model.load_network(net, str(tmp_path / 'g.pth'))

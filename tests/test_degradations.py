@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cqshift_basicsr.data.degradations import DEGRADATION_LEVELS, FaceDegradation, antialiased_resize
+from cqshift_basicsr.data.degradations import DEGRADATION_LEVELS, FaceDegradation, resize_image
 
 
 def smooth_face(size, seed=0):
@@ -73,7 +73,7 @@ def test_jpeg_is_applied_at_the_sampled_integer_quality():
         quality = params['jpeg_quality']
         assert isinstance(quality, int) and 90 <= quality <= 95
         qualities.add(quality)
-        clean = np.clip(np.rint(antialiased_resize(img.astype(np.float32), (32, 32), 'bicubic')), 0, 255)
+        clean = resize_image(img, (32, 32))
         _, buffer = cv2.imencode('.jpg', clean.astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
         assert np.array_equal(small, cv2.imdecode(buffer, cv2.IMREAD_COLOR))
     assert len(qualities) > 1  # quality is sampled per image

@@ -8,7 +8,7 @@ from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from runner_utils import TEST_PY, TRAIN_PY, cpu_env, read_train_log, run_script, write_yaml
 
-from cqshift_basicsr.models.gfpgan_baseline_model import basicsr_vgg_weights_file
+from cqshift_basicsr.compat import basicsr_vgg_weights_file
 
 HALF = [0.5, 0.5, 0.5]
 

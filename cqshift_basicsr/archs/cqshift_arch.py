@@ -14,6 +14,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from .cqshift_encoder_arch import CQShiftEncoder, ResNetTrunk, generator_mean_latent
+from .perceptual_networks import imagenet_input_affine
 from .stylegan2_fast_arch import StyleGAN2GeneratorFast
 from .stylegan2_weights import load_stylegan2_generator
 
@@ -39,10 +40,9 @@ class CQShiftDegradationEncoder(nn.Module):
             nn.Linear(hidden_channels, num_style_feat))
         nn.init.zeros_(self.mlp[2].weight)
         nn.init.zeros_(self.mlp[2].bias)
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        self.register_buffer('_in_scale', 0.5 / std, persistent=False)
-        self.register_buffer('_in_shift', (0.5 - mean) / std, persistent=False)
+        in_scale, in_shift = imagenet_input_affine()
+        self.register_buffer('_in_scale', in_scale, persistent=False)
+        self.register_buffer('_in_shift', in_shift, persistent=False)
 
     def forward(self, x):
         return self.mlp(self.trunk(x * self._in_scale + self._in_shift))

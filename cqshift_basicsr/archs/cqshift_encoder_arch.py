@@ -12,6 +12,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from .perceptual_networks import imagenet_input_affine
 from .stylegan2_weights import mean_latent
 
 __all__ = ['ResNetTrunk', 'CQShiftEncoder', 'generator_mean_latent', 'IMAGENET_RESNET_HELP']
@@ -185,10 +186,9 @@ class CQShiftEncoder(nn.Module):
         self.register_buffer('latent_avg', torch.zeros(num_style_feat))
         self.imagenet_norm = imagenet_norm
         # [-1, 1] -> ImageNet normalisation folded into one affine map: (x + 1) / 2 - mean) / std
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        self.register_buffer('_in_scale', 0.5 / std, persistent=False)
-        self.register_buffer('_in_shift', (0.5 - mean) / std, persistent=False)
+        in_scale, in_shift = imagenet_input_affine()
+        self.register_buffer('_in_scale', in_scale, persistent=False)
+        self.register_buffer('_in_shift', in_shift, persistent=False)
 
     @torch.no_grad()
     def set_latent_avg(self, latent_avg):

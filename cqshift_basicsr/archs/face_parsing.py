@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from facexlib.parsing.parsenet import ParseNet
 from torch import nn
 
-from cqshift_basicsr.checkpoints import load_checkpoint, strip_module_prefix
+from cqshift_basicsr.archs.perceptual_networks import freeze
+from cqshift_basicsr.checkpoints import load_state_dict_checked, load_weights
+from cqshift_basicsr.data.degradations import resize_tensor
 
 __all__ = [
     'NUM_PARSING_CLASSES', 'PARSENET_DOWNLOAD_HINT', 'build_parsenet', 'load_parsenet', 'labels_to_onehot',
@@ -57,25 +59,6 @@ def build_parsenet(in_size=512, out_size=None, num_classes=NUM_PARSING_CLASSES, 
     return net
 
 
-def _extract_state_dict(checkpoint):
-    """Accept a bare state dict or a BasicSR-style ``{'params_ema' | 'params': state_dict}`` checkpoint."""
-    if isinstance(checkpoint, dict):
-        for key in ('params_ema', 'params', 'state_dict'):
-            if key in checkpoint and isinstance(checkpoint[key], dict):
-                checkpoint = checkpoint[key]
-                break
-    # Strip a DataParallel/DDP prefix if the file was saved from a wrapped model.
-    return strip_module_prefix(checkpoint)
-
-
-def freeze(net):
-    """Eval mode and no gradients: the parser is a fixed pre-trained component of PSFRGAN."""
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
-
-
 def load_parsenet(model_path, in_size=512, out_size=None, option_name='path.pretrain_network_parsing',
                   map_location='cpu', strict=True, **kwargs):
     """Build a ``ParseNet`` (see :func:`build_parsenet`), load ``model_path`` and return it frozen in eval mode.
@@ -90,9 +73,8 @@ def load_parsenet(model_path, in_size=512, out_size=None, option_name='path.pret
             f'{PARSENET_DOWNLOAD_HINT}.')
     net = build_parsenet(in_size=in_size, out_size=out_size, **kwargs)
     # A state dict of tensors only: loaded weights-only (a file carrying code is refused, naming the option).
-    checkpoint = load_checkpoint(model_path, option_name, what='face parser weights', map_location=map_location)
-    net.load_state_dict(_extract_state_dict(checkpoint), strict=strict)
-    return freeze(net)
+    state, _ = load_weights(model_path, option_name, what='face parser weights', map_location=map_location)
+    return freeze(load_state_dict_checked(net, state, model_path, option_name, strict=strict))
 
 
 def labels_to_onehot(labels, num_classes=NUM_PARSING_CLASSES, dtype=torch.float32):
@@ -131,14 +113,8 @@ def parse_to_onehot(parsenet, img, in_size=None):
     """
     h, w = img.shape[-2:]
     in_size = in_size or _parsenet_in_size(parsenet)
-    x = img
-    if (h, w) != (in_size, in_size):
-        x = F.interpolate(img, size=(in_size, in_size), mode='bilinear', align_corners=False,
-                          antialias=min(h, w) > in_size)
-    logits = parsenet(x)[0]
-    if logits.shape[-2:] != (h, w):
-        logits = F.interpolate(logits, size=(h, w), mode='bilinear', align_corners=False)
-    return logits_to_onehot(logits).to(img.dtype)
+    logits = parsenet(resize_tensor(img, in_size, 'bilinear'))[0]
+    return logits_to_onehot(resize_tensor(logits, (h, w), 'bilinear')).to(img.dtype)
 
 
 def _parsenet_in_size(parsenet):

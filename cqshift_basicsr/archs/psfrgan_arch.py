@@ -17,6 +17,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from cqshift_basicsr.data.degradations import resize_tensor
+
 __all__ = ['SPADENorm', 'SPADEResBlock', 'PSFRGANGenerator', 'NLayerPatchDiscriminator',
            'PSFRGANMultiScaleDiscriminator', 'sync_spectral_norm_vectors']
 
@@ -157,9 +159,7 @@ class PSFRGANGenerator(nn.Module):
 
     def _condition(self, lq, parsing, size):
         """cat(LQ bicubic-resized, parsing resized with ``parsing_interp``) at ``size`` × ``size``."""
-        if lq.shape[-2:] != (size, size):
-            lq = F.interpolate(lq, size=(size, size), mode='bicubic', align_corners=False,
-                               antialias=min(lq.shape[-2:]) > size)
+        lq = resize_tensor(lq, size, 'bicubic')
         if parsing.shape[-2:] != (size, size):
             kwargs = {} if self.parsing_interp in ('nearest', 'area') else {'align_corners': False}
             parsing = F.interpolate(parsing, size=(size, size), mode=self.parsing_interp, **kwargs)
@@ -225,6 +225,10 @@ class PSFRGANMultiScaleDiscriminator(nn.Module):
     """``num_d`` PatchGAN discriminators on (image ⊕ parsing one-hot); scale i sees the input average-pooled
     ×2, i times (3×3, stride 2, as in pix2pixHD).
 
+    Not basicsr's ``HiFaceGANDiscriminator``: that one pads its 4×4 convs by 2 (PSFRGAN's by 1), has no spectral
+    norm on its first and last conv and no bias on the normalised ones, so it computes another function
+    (``tests/test_parity_psfrgan_loss.py``); the shipped ``weights/toy_psfrgan.pth`` was trained against this one.
+
     Args:
         in_channels (int): Image channels (3).
         num_parsing_classes (int): Parsing one-hot channels concatenated to the image (19; 0 = image only).
@@ -238,7 +242,8 @@ class PSFRGANMultiScaleDiscriminator(nn.Module):
     Forward:
         ``forward(img, parsing=None)``: ``img`` (B, 3, H, W) in [-1, 1]; ``parsing`` (B, 19, h, w) one-hot (resized
         nearest to H × W if needed; required when ``num_parsing_classes > 0``). A single pre-concatenated
-        (B, 3 + 19, H, W) input is accepted too (for helpers that call ``net_d(x)`` with one argument). Returns a list of ``num_d`` lists
+        (B, 3 + 19, H, W) input is accepted too (for helpers that call ``net_d(x)`` with one argument). Returns a
+        list of ``num_d`` lists
         (finest scale first); each inner list holds every block's output, whose **last element is the logit map**
         (use ``out[i][-1]`` for the GAN loss and ``out[i][:-1]`` for feature matching).
     """

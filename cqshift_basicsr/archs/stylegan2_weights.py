@@ -23,7 +23,7 @@ from collections import OrderedDict
 
 import torch
 
-from cqshift_basicsr.checkpoints import load_checkpoint, strip_module_prefix
+from cqshift_basicsr.checkpoints import STATE_DICT_KEYS, load_checkpoint, strip_module_prefix, unwrap_state_dict
 
 __all__ = [
     'STYLEGAN2_WEIGHTS_HELP', 'load_checkpoint_file', 'detect_generator_layout', 'rosinality_to_basicsr_generator',
@@ -126,13 +126,7 @@ def basicsr_to_clean_generator(state_dict, lr_mlp=0.01):
 def extract_generator_state_dict(ckpt, param_key):
     """Pick the generator's state dict out of a checkpoint; returns (state_dict, latent_avg or None)."""
     latent_avg = ckpt.get('latent_avg') if isinstance(ckpt, dict) else None
-    if isinstance(ckpt, dict) and 'g_ema' in ckpt:
-        return ckpt['g_ema'], latent_avg
-    if isinstance(ckpt, dict):
-        for key in ([param_key] if param_key else []) + ['params_ema', 'params', 'state_dict']:
-            if key and key in ckpt and isinstance(ckpt[key], dict):
-                return ckpt[key], latent_avg
-    return ckpt, latent_avg
+    return unwrap_state_dict(ckpt, param_keys=('g_ema', param_key) + STATE_DICT_KEYS)[0], latent_avg
 
 
 def convert_generator_state_dict(state_dict, lr_mlp=0.01):
@@ -188,14 +182,7 @@ def load_stylegan2_generator(generator, path, param_key='params_ema', lr_mlp=0.0
 def load_stylegan2_discriminator(discriminator, path, param_key='params', option='path.pretrain_network_d'):
     """Load basicsr/rosinality/our StyleGAN2 discriminator weights into ``CQShiftStyleGAN2Discriminator``."""
     ckpt = load_checkpoint_file(path, option=option)
-    if isinstance(ckpt, dict) and 'd' in ckpt:
-        state_dict = ckpt['d']
-    elif isinstance(ckpt, dict) and param_key in ckpt:
-        state_dict = ckpt[param_key]
-    elif isinstance(ckpt, dict) and 'params' in ckpt:
-        state_dict = ckpt['params']
-    else:
-        state_dict = ckpt
+    state_dict, _ = unwrap_state_dict(ckpt, path, option, ('d', param_key, 'params'))
     load_state_dict_checked(discriminator, convert_discriminator_state_dict(state_dict), 'StyleGAN2 discriminator',
                             path)
 

@@ -12,9 +12,10 @@ Our reconstructions [R] (all options): the moderate kernel, the blur sigma range
 ``upsample`` back to the HQ size (bicubic) that makes the encoder input.
 
 Implementation notes:
-- Downsampling is antialiased: ``torch.nn.functional.interpolate(..., antialias=True)`` (bicubic/bilinear, the
-  same filters as PIL's ``Image.resize``) or area averaging. cv2's INTER_CUBIC on an x8 reduction only samples
-  4x4 taps and aliases. It runs in float32 so that the noise is added before any rounding.
+- Every resize is :func:`resize_image` (real LQ read through ``face_io`` too): downsampling is antialiased,
+  ``torch.nn.functional.interpolate(..., antialias=True)`` (bicubic/bilinear, the same filters as PIL's
+  ``Image.resize``) or area averaging; upsampling is cv2's (``upsample``). cv2's INTER_CUBIC on an x8 reduction
+  only samples 4x4 taps and aliases. It runs in float32 so that the noise is added before any rounding.
 - Noise is i.i.d. per pixel and per channel, added on the 0-255 scale; the result is clipped to [0, 255] and
   rounded to uint8 (a saved LQ file is 8-bit). JPEG then encodes that uint8 image with an *integer* quality
   (current OpenCV rejects basicsr's float quality).
@@ -32,7 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['DEGRADATION_LEVELS', 'DEGRADATION_OPTION_NAMES', 'FaceDegradation', 'antialiased_resize']
+__all__ = ['DEGRADATION_LEVELS', 'LEVELS', 'DEGRADATION_OPTION_NAMES', 'FaceDegradation', 'resize_tensor',
+           'resize_image']
 
 # Defaults of each level; explicit options override them. Ranges are [lo, hi], inclusive.
 DEGRADATION_LEVELS = {
@@ -43,6 +45,8 @@ DEGRADATION_LEVELS = {
     'severe': dict(scale=8, blur_sigma=[1, 3], blur_kernel_size=21, downsample='bilinear', noise_sigma=[10, 15],
                    jpeg_quality=None, upsample='bicubic'),
 }
+# The level names, mildest first (the order of test sets, tables and level indices).
+LEVELS = tuple(DEGRADATION_LEVELS)
 # Without a level, unspecified options fall back to "no such step" (bicubic x8 down / up only).
 _NO_LEVEL_DEFAULTS = dict(scale=8, blur_sigma=None, blur_kernel_size=21, downsample='bicubic', noise_sigma=None,
                           jpeg_quality=None, upsample='bicubic')
@@ -74,20 +78,41 @@ def auto_blur_kernel_size(sigma):
     return size if size % 2 == 1 else size + 1
 
 
-def antialiased_resize(img, size, mode='bicubic'):
-    """Resize a float32 HWC image to ``size=(h, w)`` with antialiasing when shrinking.
+def resize_tensor(x, size, mode='bicubic'):
+    """The package's one resize, on a float NCHW batch, to ``size`` (int or (h, w)); a no-op at the same size.
 
-    ``mode``: 'bicubic' | 'bilinear' (torch interpolate with ``antialias=True``, i.e. PIL's filters) | 'area'.
-    Values are not clipped (bicubic overshoots slightly); callers clip when they quantise.
+    'bicubic' / 'bilinear': antialiased when shrinking (``antialias=True``: PIL's filters, so an x8 reduction
+    averages every pixel instead of sampling 4x4 taps and aliasing), plain interpolation when enlarging (where
+    torch's antialiased bicubic would switch to PIL's sharper a=-0.5 kernel). 'area' averages; 'nearest' copies.
     """
-    if mode not in DOWNSAMPLE_MODES:
-        raise ValueError(f'downsample mode must be one of {DOWNSAMPLE_MODES}; got {mode!r}.')
+    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if mode in ('area', 'nearest'):
+        return F.interpolate(x, size=size, mode=mode)
+    shrinking = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrinking)
+
+
+def resize_image(img, size, downsample='bicubic', upsample='bicubic'):
+    """Resize an HWC image (uint8, or float32 on any scale) to ``size`` (int: square, or (h, w)): the one resize
+    of synthetic LQ (:class:`FaceDegradation`) and real LQ / other-size faces (``face_io.resize_face``), so that
+    both go through the same filters.
+
+    Shrinking (fewer pixels): :func:`resize_tensor` with ``downsample`` (antialiased). Enlarging: cv2 (via mmcv)
+    with ``upsample`` (one of ``UPSAMPLE_MODES``; cv2 also has lanczos). uint8 stays uint8 (rounded and clipped);
+    float stays float32 and is not clipped (bicubic overshoots slightly; callers clip when they quantise).
+    """
+    height, width = (size, size) if isinstance(size, (int, np.integer)) else size
+    if img.shape[:2] == (height, width):
+        return img
+    if height * width >= img.shape[0] * img.shape[1]:
+        return mmcv.imresize(img, (width, height), interpolation=upsample, backend='cv2')
+    if downsample not in DOWNSAMPLE_MODES:
+        raise ValueError(f'downsample mode must be one of {DOWNSAMPLE_MODES}; got {downsample!r}.')
     tensor = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
-    if mode == 'area':
-        out = F.interpolate(tensor, size=size, mode='area')
-    else:
-        out = F.interpolate(tensor, size=size, mode=mode, align_corners=False, antialias=True)
-    return out[0].permute(1, 2, 0).numpy()
+    out = resize_tensor(tensor, (height, width), downsample)[0].permute(1, 2, 0).numpy()
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8) if img.dtype == np.uint8 else out
 
 
 class FaceDegradation:
@@ -212,13 +237,13 @@ class FaceDegradation:
         if params['blur_sigma'] > 0:
             k = params['blur_kernel_size']
             work = cv2.GaussianBlur(work, (k, k), params['blur_sigma'], borderType=cv2.BORDER_REFLECT_101)
-        small = antialiased_resize(work, (height // self.scale, width // self.scale), self.downsample)
+        small = resize_image(work, (height // self.scale, width // self.scale), downsample=self.downsample)
         if params['noise_sigma'] > 0:
             small = small + rng.standard_normal(small.shape, dtype=np.float32) * np.float32(params['noise_sigma'])
         small = np.clip(np.rint(small), 0, 255).astype(np.uint8)
         if params['jpeg_quality'] > 0:
             small = jpeg_roundtrip(small, params['jpeg_quality'])
-        lq = mmcv.imresize(small, (width, height), interpolation=self.upsample, backend='cv2')
+        lq = resize_image(small, (height, width), upsample=self.upsample)
         return small, lq, params
 
 

@@ -30,12 +30,13 @@ import time
 import warnings
 
 import cv2
-import mmcv
 import numpy as np
 import torch
-from basicsr.utils import FileClient, get_root_logger, scandir
+from basicsr.utils import FileClient, get_root_logger, img2tensor, scandir
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import normalize
+
+from .degradations import resize_image
 
 __all__ = [
     'IMG_EXTENSIONS', 'CELEBAMASK_HQ_CLASSES', 'CELEBAMASK_HQ_FLIP_PAIRS', 'MIN_IMAGE_SIZE', 'MAX_IMAGE_SIZE',
@@ -272,14 +273,10 @@ def read_face_file(path, check=FaceCheck(), rgba_background='white'):
 
 
 def resize_face(img, size, upsample='bicubic'):
-    """Resize a uint8 face to ``size`` (an int: square; or ``(height, width)``): antialiased bicubic (PIL) when
-    shrinking (fewer pixels), ``upsample`` (cv2 via mmcv) when enlarging."""
-    height, width = (size, size) if isinstance(size, (int, np.integer)) else size
-    if img.shape[:2] == (height, width):
-        return img
-    shrinking = height * width < img.shape[0] * img.shape[1]
-    backend, interpolation = ('pillow', 'bicubic') if shrinking else ('cv2', upsample)
-    return mmcv.imresize(img, (width, height), interpolation=interpolation, backend=backend)
+    """Resize a uint8 face to ``size`` (an int: square; or ``(height, width)``) with the synthetic LQ's resize
+    (:func:`~cqshift_basicsr.data.degradations.resize_image`): antialiased bicubic when shrinking, ``upsample``
+    (cv2) when enlarging. Real LQ and synthetic LQ thus get the same filter."""
+    return resize_image(img, size, upsample=upsample)
 
 
 def read_parsing(path, size, resize=False, option='resize_gt'):
@@ -315,8 +312,9 @@ def hflip_parsing(labels):
 
 
 def img_to_tensor(img, mean=None, std=None):
-    """uint8 HWC BGR -> float32 CHW RGB in [0, 1], then ``(x - mean) / std`` when given."""
-    tensor = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float().div_(255.0)
+    """uint8 HWC BGR -> float32 CHW RGB in [0, 1] (basicsr's ``img2tensor``), then ``(x - mean) / std`` when
+    given."""
+    tensor = img2tensor(img.astype(np.float32) / 255., bgr2rgb=True, float32=True)
     if mean is not None or std is not None:
         normalize(tensor, mean if mean is not None else [0.0] * 3, std if std is not None else [1.0] * 3,
                   inplace=True)

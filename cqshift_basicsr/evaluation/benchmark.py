@@ -55,6 +55,7 @@ import yaml
 from basicsr.archs import build_network
 from torch import nn
 
+from cqshift_basicsr.data.degradations import LEVELS
 from cqshift_basicsr.metrics.lpips_metric import CONVERT_COMMAND, default_lpips_model_path
 from cqshift_basicsr.results import dataset_level, read_test_results
 from cqshift_basicsr.runner import default_root_path
@@ -64,7 +65,6 @@ __all__ = ['METHODS', 'LEVELS', 'COLUMNS', 'benchmark_options', 'collect_results
            'measure_speed', 'speed_markdown', 'plot_alpha_metrics', 'main']
 
 PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
-LEVELS = ('mild', 'moderate', 'severe')
 # (key, column label, better): the paper's column order, PSNR last.
 COLUMNS = (('ssim', 'SSIM', 'higher'), ('lpips', 'LPIPS', 'lower'), ('ip', 'IP', 'higher'), ('psnr', 'PSNR', 'higher'))
 DECIMALS = {'ssim': 3, 'lpips': 3, 'ip': 3, 'psnr': 2}

@@ -16,7 +16,8 @@ import torch
 from basicsr.archs import build_network
 
 from cqshift_basicsr.archs.stylegan2_weights import load_stylegan2_generator, mean_latent
-from cqshift_basicsr.data.degradations import FaceDegradation
+from cqshift_basicsr.archs.perceptual_networks import freeze
+from cqshift_basicsr.data.degradations import LEVELS, FaceDegradation
 from cqshift_basicsr.data.face_io import img_to_tensor, make_rng, read_face_file
 from cqshift_basicsr.evaluation.benchmark import load_options
 from cqshift_basicsr.evaluation.testset import list_images
@@ -26,7 +27,7 @@ __all__ = ['fit_wplus', 'psnr_per_image', 'prior_reach', 'main']
 
 def fit_wplus(generator, targets, steps=300, lr=0.02):
     """One W+ code per target (B, 3, H, W in [-1, 1]) by Adam on the MSE, from the mean latent; returns G(w+)."""
-    generator.requires_grad_(False)
+    freeze(generator)  # only the latent is optimised
     start = mean_latent(generator).view(1, 1, -1).repeat(targets.shape[0], generator.num_latent, 1)
     latent = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([latent], lr=lr)
@@ -46,7 +47,7 @@ def psnr_per_image(a, b):
     return (10 * torch.log10(1 / mse)).mean().item()
 
 
-def prior_reach(generator, faces, levels=('mild', 'moderate', 'severe'), scale=4, steps=300, seed=0):
+def prior_reach(generator, faces, levels=LEVELS, scale=4, steps=300, seed=0):
     """faces: list of HWC BGR uint8 clean faces at the generator's size. Returns {kind: (fit-to-target PSNR,
     fit-to-clean PSNR, target-to-clean PSNR or None for 'clean')} for 'clean' and each level."""
     clean = torch.stack([img_to_tensor(face) for face in faces]) * 2 - 1
@@ -69,11 +70,11 @@ def main(argv=None):
     parser.add_argument('--images', required=True, help='folder of clean aligned faces (held out: use val)')
     parser.add_argument('--num', type=int, default=8)
     parser.add_argument('--steps', type=int, default=300)
-    parser.add_argument('--levels', nargs='*', default=['mild', 'moderate', 'severe'])
+    parser.add_argument('--levels', nargs='*', default=list(LEVELS))
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
     opt = load_options(args.opt)
-    generator = build_network(dict(opt['network_stylegan'])).eval()
+    generator = build_network(dict(opt['network_stylegan']))
     load_stylegan2_generator(generator, opt['path']['pretrain_network_stylegan'],
                              param_key=opt['path'].get('param_key_stylegan', 'params_ema'),
                              option='path.pretrain_network_stylegan')

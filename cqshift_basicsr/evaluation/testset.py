@@ -22,10 +22,10 @@ Rules:
   (``face_io.resize_face``). Every input is read and checked before anything is written; an empty, corrupt or
   truncated file (a decoder warning counts), a non-square or wrong-size one stops the command, which lists every
   such file with its problem and exits with status 1.
-* Degradations come from ``FaceDegradation(level)`` (``DEGRADATION_LEVELS``), with ``--scale`` replacing every
-  level's factor when given (the toy faces use x4); image ``i`` (sorted by name) at level ``j`` draws from
-  ``numpy.random.default_rng([seed, i, j])``, so the same seed gives the same bytes, and adding a level does not
-  change the others.
+* Degradations come from ``FaceDegradation(level)`` (``DEGRADATION_LEVELS``, ``LEVELS`` mildest first), with
+  ``--scale`` replacing every level's factor when given (the toy faces use x4); image ``i`` (sorted by name) at
+  level ``j`` draws from ``numpy.random.default_rng([seed, i, j])``, so the same seed gives the same bytes, and
+  adding a level does not change the others.
 * Leakage check: every image under each ``--exclude-train`` folder is hashed on its DECODED pixels (so a re-encoded
   PNG/JPEG-lossless copy or a renamed file is still caught); if any test image's pixels (or file bytes) match a
   training image, nothing is written and the command exits with status 2, listing the offending files. There is
@@ -41,7 +41,7 @@ import sys
 import cv2
 import numpy as np
 
-from cqshift_basicsr.data.degradations import DEGRADATION_LEVELS, FaceDegradation
+from cqshift_basicsr.data.degradations import LEVELS, FaceDegradation
 from cqshift_basicsr.data.face_io import (IMG_EXTENSIONS, MAX_IMAGE_SIZE, BadImageError, FaceCheck, decode_face,
                                           read_face_file, resize_face)
 
@@ -120,7 +120,7 @@ def _write_png(path, img):
     return hashlib.sha256(data).hexdigest()
 
 
-def make_testset(input_dir, out_dir, size=256, levels=('mild', 'moderate', 'severe'), seed=0, exclude_train=(),
+def make_testset(input_dir, out_dir, size=256, levels=LEVELS, seed=0, exclude_train=(),
                  limit=None, scale=None, max_image_size=MAX_IMAGE_SIZE):
     """Write the test set (see the module docstring) and return the manifest dict. ``scale`` (None: each level's
     own, x8) replaces every level's downsampling factor.
@@ -130,9 +130,9 @@ def make_testset(input_dir, out_dir, size=256, levels=('mild', 'moderate', 'seve
         BadImageError: inputs that cannot be used, each named with its problem (nothing is written).
         ValueError: a duplicate output name, an unknown level, or a size the scale does not divide.
     """
-    unknown = [level for level in levels if level not in DEGRADATION_LEVELS]
+    unknown = [level for level in levels if level not in LEVELS]
     if unknown or not levels:
-        raise ValueError(f'--levels must be among {sorted(DEGRADATION_LEVELS)}; got {list(levels)}.')
+        raise ValueError(f'--levels must be among {list(LEVELS)}; got {list(levels)}.')
     overrides = {} if scale is None else {'scale': int(scale)}
     degradations = {level: FaceDegradation(level, **overrides) for level in levels}
     for degradation in degradations.values():
@@ -176,7 +176,7 @@ def make_testset(input_dir, out_dir, size=256, levels=('mild', 'moderate', 'seve
                                   'sha256': _write_png(osp.join(out_dir, 'gt', record['name'] + '.png'), gt)}}
         record['degradation'] = {}
         for level in levels:
-            rng = np.random.default_rng([int(seed), index, list(DEGRADATION_LEVELS).index(level)])
+            rng = np.random.default_rng([int(seed), index, LEVELS.index(level)])
             small, lq, params = degradations[level](gt, rng)
             record['degradation'][level] = params
             for kind, image in (('lq', small), ('lq_up', lq)):
@@ -188,7 +188,7 @@ def make_testset(input_dir, out_dir, size=256, levels=('mild', 'moderate', 'seve
         'seed': int(seed), 'size': int(size), 'input': osp.abspath(input_dir),
         'levels': {level: {**degradations[level].settings(), 'lq_size': size // degradations[level].scale}
                    for level in levels},
-        'rng': 'numpy.random.default_rng([seed, image index, level index in DEGRADATION_LEVELS])',
+        'rng': 'numpy.random.default_rng([seed, image index, level index in LEVELS])',
         'exclude_train': [osp.abspath(folder) for folder in exclude_train],
         'num_images': len(records),
         'images': records,
@@ -227,8 +227,8 @@ def main(argv=None):
     parser.add_argument('--input', required=True, help='folder of aligned square faces (e.g. CelebA-HQ)')
     parser.add_argument('--out', required=True)
     parser.add_argument('--size', type=int, default=256)
-    parser.add_argument('--levels', nargs='+', default=['mild', 'moderate', 'severe'],
-                        choices=sorted(DEGRADATION_LEVELS))
+    parser.add_argument('--levels', nargs='+', default=list(LEVELS),
+                        choices=LEVELS)
     parser.add_argument('--scale', type=int, default=None,
                         help='downsampling factor of every level (default: each level\'s own, x8; the toy faces use 4)')
     parser.add_argument('--seed', type=int, default=0)

@@ -4,17 +4,15 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
+from cqshift_basicsr.data.degradations import resize_tensor
+
 __all__ = ['DownsampleL1Loss', 'WNormLoss', 'downsample_antialiased']
 
 
 def downsample_antialiased(img, size, mode='bicubic'):
-    """Antialiased resize of an NCHW batch to ``size`` (int or (h, w)); a no-op at the same size."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    if tuple(img.shape[-2:]) == size:
-        return img
-    if mode == 'area':
-        return F.adaptive_avg_pool2d(img, size)
-    return F.interpolate(img, size=size, mode=mode, align_corners=False, antialias=True)
+    """Antialiased downsampling of an NCHW batch to ``size`` (int or (h, w)): the synthetic LQ's resize
+    (:func:`~cqshift_basicsr.data.degradations.resize_tensor`), so L_down compares at the LQ's own filter."""
+    return resize_tensor(img, size, mode)
 
 
 @LOSS_REGISTRY.register()

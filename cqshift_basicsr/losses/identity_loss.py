@@ -2,7 +2,7 @@
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from cqshift_basicsr.metrics.identity_metric import arcface_embedding, build_arcface_network
+from cqshift_basicsr.archs.perceptual_networks import arcface_embedding, build_arcface_network, freeze
 
 __all__ = ['ArcFaceIdentityLoss']
 
@@ -18,9 +18,7 @@ class ArcFaceIdentityLoss(nn.Module):
     def __init__(self, loss_weight=1.0, arcface_path=None, arch='gfpgan', arch_opt=None, crop=None):
         super().__init__()
         self.loss_weight, self.arch, self.crop = loss_weight, arch, crop
-        self.arcface = build_arcface_network(arch, arcface_path, arch_opt).eval()
-        for p in self.arcface.parameters():
-            p.requires_grad_(False)
+        self.arcface = freeze(build_arcface_network(arch, arcface_path, arch_opt))
 
     def train(self, mode=True):
         super().train(mode)

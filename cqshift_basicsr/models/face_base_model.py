@@ -17,8 +17,7 @@ from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from tqdm import tqdm
 
-from cqshift_basicsr.checkpoints import expand_state_dict, load_checkpoint, strip_module_prefix
-from cqshift_basicsr.compat import path_option_name
+from cqshift_basicsr.archs.perceptual_networks import freeze
 from cqshift_basicsr.models.global_batch import convert_to_global_batchnorm
 from cqshift_basicsr.results import records_test_metrics
 
@@ -26,8 +25,8 @@ __all__ = ['FaceBaseModel', 'set_requires_grad', 'to_signed', 'to_unit']
 
 
 def set_requires_grad(net, flag):
-    for p in net.parameters():
-        p.requires_grad_(flag)
+    """Turn a network's gradients on or off (a discriminator between its steps); fixed networks use ``freeze``."""
+    net.requires_grad_(flag)
 
 
 def to_signed(img):
@@ -59,8 +58,7 @@ class FaceBaseModel(BaseModel):
             raise KeyError(f'{self.__class__.__name__} needs the option section {key!r}')
         net = build_network(deepcopy(self.opt[key])).to(self.device)
         if not trainable:
-            net.eval()
-            set_requires_grad(net, False)
+            freeze(net)
         if self.opt.get('dist'):
             for tensor in list(net.parameters()) + list(net.buffers()):
                 dist.broadcast(tensor.data, src=0)
@@ -94,7 +92,8 @@ class FaceBaseModel(BaseModel):
                     p.grad.div_(world_size)
 
     def load_pretrained(self, net, name, required=False, default_param_key='params'):
-        """Load ``path.pretrain_network_<name>`` into ``net`` if given; returns whether it loaded."""
+        """Load ``path.pretrain_network_<name>`` into ``net`` if given (``BaseModel.load_network``, which
+        ``compat`` makes weights-only and checked); returns whether it loaded."""
         path_opt = self.opt['path']
         load_path = path_opt.get(f'pretrain_network_{name}')
         if load_path is None:
@@ -105,34 +104,6 @@ class FaceBaseModel(BaseModel):
         self.load_network(net, load_path, path_opt.get(f'strict_load_{name}', True),
                           path_opt.get(f'param_key_{name}', default_param_key), option=f'path.pretrain_network_{name}')
         return True
-
-    def load_network(self, net, load_path, strict=True, param_key='params', option=None):
-        """basicsr's ``load_network`` with errors that name the file, the option and the keys."""
-        option = option or path_option_name(self.opt, load_path)
-        what = f'{option}: '
-        # Our checkpoints hold state dicts only: weights-only loading, refusing anything that could run code.
-        checkpoint = load_checkpoint(load_path, option)
-        if param_key is not None:
-            if param_key not in checkpoint:
-                fallback = 'params' if 'params' in checkpoint else None
-                if fallback is None:
-                    raise KeyError(f'{what}{load_path!r} has no {param_key!r} entry; it has {sorted(checkpoint)[:8]}')
-                get_root_logger().info(f'{load_path}: no {param_key!r}, loading {fallback!r} instead.')
-                param_key = fallback
-            checkpoint = checkpoint[param_key]
-        checkpoint = expand_state_dict(checkpoint)  # shipped files are compact (float16 / int8 weights)
-        state = strip_module_prefix(checkpoint)
-        bare = self.get_bare_model(net)
-        expected = bare.state_dict()
-        missing = [k for k in expected if k not in state]
-        unexpected = [k for k in state if k not in expected]
-        mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-        if mismatched or (strict and (missing or unexpected)):
-            raise RuntimeError(f'{what}{load_path!r} does not fit {bare.__class__.__name__}: '
-                               f'missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, '
-                               f'shape mismatch {[(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in mismatched[:5]]}')
-        bare.load_state_dict(state, strict=strict)
-        get_root_logger().info(f'Loaded {bare.__class__.__name__} from {load_path} [{param_key}].')
 
     def build_optimizer(self, name, params):
         optim_opt = deepcopy(self.opt['train'][f'optim_{name}'])
@@ -171,12 +142,12 @@ class FaceBaseModel(BaseModel):
 
     def init_ema(self):
         """``net_g_ema`` as an exact copy of ``net_g`` (buffers too), or loaded from ``params_ema``."""
-        self.net_g_ema = build_network(deepcopy(self.opt['network_g'])).to(self.device).eval()
+        self.net_g_ema = build_network(deepcopy(self.opt['network_g'])).to(self.device)
         if self.opt['path'].get('pretrain_network_g'):
             self.load_pretrained(self.net_g_ema, 'g', default_param_key='params_ema')
         else:
             self.net_g_ema.load_state_dict(self.get_bare_model(self.net_g).state_dict())
-        set_requires_grad(self.net_g_ema, False)
+        freeze(self.net_g_ema)
 
     @torch.no_grad()
     def model_ema(self, decay=0.999):

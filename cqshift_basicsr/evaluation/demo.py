@@ -28,19 +28,21 @@ LEVELS = ('mild', 'moderate', 'severe')
 SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 TOY_ARCFACE_OPT = '{"block": "IRBlock", "layers": [1, 1, 1, 1], "use_se": false}'
 SHOWN = ('iter:', 'Validation', '\t # ', 'Error', 'Traceback', 'Testing', 'End of training', 'Resuming',
-         '[benchmark]', '|', '[arcface]', '[parsenet]')
+         '[benchmark]', '|')
 
 # Checkpoints trained through train.py, in dependency order, for `reproduce`: (shipped file, option file of
 # options/toy/, experiment whose net_g_latest it is, parameter key kept, int8 storage: False, True or key prefixes;
 # the encoders' int8 weights change the inversion PSNR on val by < 0.01 dB and keep weights/ under 40 MB).
-TRAINED = (('toy_stylegan2_64.pth', 'train_stage0_toy_stylegan2.yml', 'demo_stage0_toy_stylegan2', 'params_ema',
+TRAINED = (('toy_arcface.pth', 'train_toy_arcface.yml', 'demo_toy_arcface', 'params', True),  # fc5: 16.8M parameters
+           ('toy_parsenet.pth', 'train_toy_parsenet.yml', 'demo_toy_parsenet', 'params', False),
+           ('toy_stylegan2_64.pth', 'train_stage0_toy_stylegan2.yml', 'demo_stage0_toy_stylegan2', 'params_ema',
             False),
            ('toy_eh.pth', 'train_stage1_toy_encoder.yml', 'demo_stage1_toy_encoder', 'params_ema', True),
            ('toy_cqshift.pth', 'train_stage2_toy_cqshift.yml', 'demo_stage2_toy_cqshift', 'params_ema',
             ('encoder.', 'deg_encoder.')),
            ('toy_gfpgan.pth', 'train_toy_gfpgan.yml', 'demo_toy_gfpgan', 'params', False),
            ('toy_psfrgan.pth', 'train_toy_psfrgan.yml', 'demo_toy_psfrgan', 'params', False))
-SHIPPED = tuple(row[0] for row in TRAINED) + ('toy_arcface.pth', 'toy_parsenet.pth')
+SHIPPED = tuple(row[0] for row in TRAINED)
 
 
 class Demo:
@@ -209,18 +211,7 @@ def run_reproduce(demo, weights_out):
     os.makedirs(weights_out, exist_ok=True)
     demo.banner('toy faces and the fixed test set')
     demo.ensure_lpips_weights()
-    toy, _ = make_data(demo)
-    pretrained = demo.path('experiments', 'pretrained_models')
-    demo.banner('toy-domain ArcFace (identity metric and loss) and ParseNet (PSFRGAN parser)')
-    demo.script('train_toy_arcface.py', '--data', toy, '--out', osp.join(pretrained, 'toy_arcface.pth'),
-                '--iters', '300', '--log-every', '25')
-    demo.script('train_toy_parsenet.py', '--data', toy, '--out', osp.join(pretrained, 'toy_parsenet.pth'),
-                '--in-size', '32', '--base-ch', '32', '--res-depth', '2', '--max-ch', '64', '--iters', '600',
-                '--lr', '5e-4', '--log-every', '50')
-    # int8: the toy ArcFace's fc5 alone has 16.8M parameters
-    export_checkpoint(osp.join(pretrained, 'toy_arcface.pth'), 'params', osp.join(weights_out, 'toy_arcface.pth'),
-                      int8=True)
-    export_checkpoint(osp.join(pretrained, 'toy_parsenet.pth'), 'params', osp.join(weights_out, 'toy_parsenet.pth'))
+    make_data(demo)
     for target, option_file, experiment, param_key, int8 in TRAINED:
         demo.banner(f'{option_file} -> weights/{target}')
         shutil.rmtree(demo.path('experiments', experiment), ignore_errors=True)
@@ -230,6 +221,9 @@ def run_reproduce(demo, weights_out):
             export_stylegan2_prior(latest, osp.join(weights_out, target))
         else:
             export_checkpoint(latest, param_key, osp.join(weights_out, target), int8=int8)
+        if target == 'toy_parsenet.pth':  # train_toy_psfrgan.yml reads its frozen parser from there
+            os.makedirs(demo.path('experiments', 'pretrained_models'), exist_ok=True)
+            shutil.copyfile(latest, demo.path('experiments', 'pretrained_models', 'toy_parsenet.pth'))
     run_demo(demo)
 
 

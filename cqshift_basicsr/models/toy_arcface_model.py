@@ -1,0 +1,151 @@
+"""The toy-domain ArcFace: GFPGAN's ``ResNetArcFace`` trained on the toy identities, so that the identity metric (IP)
+and loss mean something on toy faces (real ArcFace weights cannot be downloaded here)."""
+from collections import OrderedDict
+from os import path as osp
+
+import gfpgan.archs  # noqa: F401  (registers ResNetArcFace)
+import torch
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from cqshift_basicsr.metrics.identity_metric import arcface_embedding, arcface_input
+from .face_base_model import FaceBaseModel
+
+__all__ = ['ToyArcFaceModel', 'verification_figures', 'mix_degraded_inputs', 'log_validation_figures']
+
+# The identity metric's protocol for ResNetArcFace (gray 128 x 128 in [-1, 1]): training sees exactly what IP feeds.
+ARCFACE_PROTOCOL = 'gfpgan'
+
+
+def mix_degraded_inputs(gt, lq, degraded_prob):
+    """Per sample, the degraded face ``lq`` with probability ``degraded_prob``, else the clean ``gt`` (torch's RNG,
+    which basicsr seeds)."""
+    if lq is None or degraded_prob <= 0:
+        return gt
+    pick = torch.rand(gt.shape[0], device=gt.device) < degraded_prob
+    return torch.where(pick[:, None, None, None], lq, gt)
+
+
+def verification_figures(embeddings, identities):
+    """Pairwise verification over one set of L2-normalised embeddings: the mean cosine of same- and
+    different-identity pairs, and the balanced accuracy (mean of true-accept and true-reject rates) at the best
+    threshold, i.e. the accuracy on equally many positive and negative pairs."""
+    ids = torch.as_tensor(identities)
+    cos = embeddings @ embeddings.t()
+    upper = torch.triu(torch.ones_like(cos, dtype=torch.bool), diagonal=1)
+    same = (ids[:, None] == ids[None, :]) & upper
+    diff = (ids[:, None] != ids[None, :]) & upper
+    pos, neg = cos[same].double(), cos[diff].double()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError('verification needs at least two images of one identity and two identities.')
+    thresholds = torch.cat([pos, neg]).unique()  # every observed score, accepting when cos >= t
+    true_accept = (pos[None, :] >= thresholds[:, None]).double().mean(1)
+    true_reject = (neg[None, :] < thresholds[:, None]).double().mean(1)
+    balanced = (true_accept + true_reject) / 2
+    best = int(balanced.argmax())
+    return OrderedDict(verification_accuracy=float(balanced[best]), same_id_cosine=float(pos.mean()),
+                       diff_id_cosine=float(neg.mean()), best_threshold=float(thresholds[best]))
+
+
+def log_validation_figures(model, dataset_name, figures, current_iter, tb_logger, lower_is_better=()):
+    """Set-level figures reported as basicsr reports metrics: ``metric_results``, best records and the log."""
+    model.metric_results = OrderedDict(figures)
+    model._init_best_records(dataset_name, {k: {'better': 'lower' if k in lower_is_better else 'higher'}
+                                            for k in figures})
+    for metric, value in figures.items():
+        model._update_best_metric_result(dataset_name, metric, value, current_iter)
+    model._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+
+@MODEL_REGISTRY.register()
+class ToyArcFaceModel(FaceBaseModel):
+    """``network_g`` (``ResNetArcFace``) learns identity embeddings with an additive-margin loss.
+
+    * Data: ``DegradedFaceDataset`` with identities (``meta.json``); its ``degradation`` options set the
+      restoration-like damage that the embedding must ignore, applied to ``train.degraded_prob`` of the faces (the
+      others stay clean).
+    * Input: exactly the identity metric's (``identity_metric.arcface_input``, arch gfpgan).
+    * Loss: ``train.margin_opt`` (``ArcMarginLoss``; its class centres are optimised with the network by
+      ``optim_g`` and saved as ``net_margin`` for resuming; the exported ``net_g`` holds the ArcFace alone).
+    * ``train.dropout`` overrides ResNetArcFace's dropout before fc5 (0.5) during training; ``train.precision``
+      'bf16' runs the forward under autocast (weights stay fp32).
+    * Validation (the ``val`` set): verification accuracy and same- / different-identity cosines over all its
+      pairs, and ``lq_gt_cosine``, the cosine between each face and its degraded copy (what IP gives a faithful but
+      damaged restoration).
+    """
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.net_g = self.build_subnet('g')
+        self.load_pretrained(self.net_g, 'g')
+        if self.is_train:
+            self.init_training_settings()
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.net_g.train()
+        if train_opt.get('dropout') is not None:
+            self.get_bare_model(self.net_g).dropout.p = float(train_opt['dropout'])
+        self.cri = self.build_losses('margin')
+        if 'margin' not in self.cri:
+            raise ValueError('ToyArcFaceModel needs train.margin_opt (e.g. {type: ArcMarginLoss, num_classes: N}).')
+        self.precision = self.check_precision(train_opt.get('precision', 'fp32'), 'train.precision')
+        self.optimizer_g = self.build_optimizer('g', list(self.net_g.parameters()) +
+                                                list(self.cri['margin'].parameters()))
+        self.setup_schedulers()
+
+    def feed_data(self, data):
+        self.gt = data['gt'].to(self.device)
+        self.lq = data['lq'].to(self.device) if 'lq' in data else None
+        self.identity = data['identity'].to(self.device) if 'identity' in data else None
+
+    def optimize_parameters(self, current_iter):
+        if self.identity is None:
+            raise ValueError('ToyArcFaceModel: the training set gives no identities (DegradedFaceDataset reads them '
+                             'from <split>/meta.json; set meta_json).')
+        faces = mix_degraded_inputs(self.gt, self.lq, self.opt['train'].get('degraded_prob', 0.0))
+        margin_loss = self.cri['margin']
+        self.optimizer_g.zero_grad(set_to_none=True)
+        with self.autocast(self.precision):
+            embeddings = self.net_g(arcface_input(faces, ARCFACE_PROTOCOL))
+        loss = margin_loss(embeddings.float(), self.identity, current_iter)
+        loss.backward()
+        self.sync_gradients(self.net_g, margin_loss)
+        self.optimizer_g.step()
+        with torch.no_grad():
+            top1 = (margin_loss.cosine(embeddings).argmax(1) == self.identity).float().mean()
+        self.finish_step({'l_margin': loss, 'train_top1': top1,
+                          'margin': torch.tensor(margin_loss.margin_at(current_iter))})
+
+    def save(self, epoch, current_iter):
+        super().save(epoch, current_iter, *([(self.cri['margin'], 'net_margin')] if self.is_train else []))
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        # the margin loss's class centres are no network_* option, so basicsr's check_resume does not load them
+        path = osp.join(self.opt['path']['models'], f"net_margin_{resume_state['iter']}.pth")
+        self.load_network(self.cri['margin'], path, True, 'params', option='resume: net_margin')
+
+    @torch.no_grad()
+    def embed(self, faces):
+        with self.inference_network() as net:
+            return arcface_embedding(net, faces, ARCFACE_PROTOCOL)
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset_name = dataloader.dataset.opt['name']
+        embeddings, degraded, identities = [], [], []
+        for data in dataloader:
+            self.feed_data(data)
+            if self.identity is None:
+                raise ValueError(f'{dataset_name}: ToyArcFaceModel validation needs identities (meta.json).')
+            embeddings.append(self.embed(self.gt))
+            degraded.append(self.embed(self.lq) if self.lq is not None else None)
+            identities += self.identity.tolist()
+        embeddings = torch.cat(embeddings).cpu()
+        figures = verification_figures(embeddings, identities)
+        if all(d is not None for d in degraded):
+            figures['lq_gt_cosine'] = float((torch.cat(degraded).cpu() * embeddings).sum(1).mean())
+        get_root_logger().info(f'{dataset_name}: {len(identities)} faces of {len(set(identities))} identities; '
+                               f"best threshold {figures.pop('best_threshold'):.3f}")
+        log_validation_figures(self, dataset_name, figures, current_iter, tb_logger,
+                               lower_is_better=('diff_id_cosine', ))

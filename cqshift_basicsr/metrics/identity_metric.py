@@ -21,8 +21,8 @@ Protocol (fixed; both images go through exactly the same path, batched together)
    coefficients ``0.2989 R + 0.5870 G + 0.1140 B`` applied to the [-1, 1] RGB (exactly ``gray_resize_for_identity``),
    then resized to 128x128. ``arch: facexlib`` (facexlib's IR-SE50 ``Backbone``,
    ``recognition_arcface_ir_se50.pth``): stays RGB, resized to 112x112.
-5. Resize: bilinear with antialiasing (``F.interpolate(..., mode='bilinear', align_corners=False, antialias=True)``,
-   a triangle filter like PIL's, close to cv2.INTER_AREA when shrinking); skipped when already at size.
+5. Resize: the package's one resize (``degradations.resize_tensor``), bilinear: antialiased when shrinking (a
+   triangle filter like PIL's, close to cv2.INTER_AREA), plain bilinear when enlarging; skipped when already at size.
 6. Embedding: the network's output (eval mode), L2-normalised.
 7. IP = cosine similarity in [-1, 1] (1 = same embedding); averaged over pairs when tensors carry a batch.
 

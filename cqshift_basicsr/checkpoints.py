@@ -113,15 +113,17 @@ def unwrap_state_dict(checkpoint, path=None, option='checkpoint', param_keys=STA
     raise KeyError(f'{where} has no {wanted} entry; it has {sorted(map(str, checkpoint))[:8]}')
 
 
-def load_weights(path, option, param_keys=STATE_DICT_KEYS, what='weights file', expand=True, map_location='cpu'):
+def load_weights(path, option, param_keys=STATE_DICT_KEYS, what='weights file', expand=True, map_location='cpu',
+                 help_text=''):
     """The state dict in a file a user names: read weights-only (:func:`load_checkpoint`), unwrapped
     (:func:`unwrap_state_dict`), without DataParallel's ``module.`` prefixes and, with ``expand``, in float32
-    (:func:`expand_state_dict`; ``expand=False`` keeps a compact file's entries as stored).
+    (:func:`expand_state_dict`; ``expand=False`` keeps a compact file's entries as stored). ``help_text`` (where to
+    get the file) ends the missing-file error.
 
     Returns:
         (state dict, the key it came from or None for a bare state dict)
     """
-    checkpoint = load_checkpoint(path, option, what=what, map_location=map_location)
+    checkpoint = load_checkpoint(path, option, what=what, map_location=map_location, help_text=help_text)
     state, param_key = unwrap_state_dict(checkpoint, path, option, param_keys)
     if expand:
         try:
@@ -131,9 +133,10 @@ def load_weights(path, option, param_keys=STATE_DICT_KEYS, what='weights file', 
     return strip_module_prefix(state), param_key
 
 
-def check_state_dict_fits(module, state_dict, path, option, strict=True):
+def check_state_dict_fits(module, state_dict, path, option, strict=True, hint=''):
     """Raise a RuntimeError naming ``option``, ``path``, the module and the keys when ``state_dict`` does not fit
-    ``module``: a key of another shape, or (``strict``) a missing or unexpected key. Returns (missing, unexpected)."""
+    ``module``: a key of another shape, or (``strict``) a missing or unexpected key; ``hint`` ends the message.
+    Returns (missing, unexpected)."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -142,14 +145,14 @@ def check_state_dict_fits(module, state_dict, path, option, strict=True):
     if mismatched or (strict and (missing or unexpected)):
         raise RuntimeError(f'{option}: {path!r} does not fit {module.__class__.__name__}: missing keys {missing[:5]} '
                            f'({len(missing)}), unexpected keys {unexpected[:5]} ({len(unexpected)}), shape mismatch '
-                           f'(key, file, network) {mismatched[:5]} ({len(mismatched)})')
+                           f'(key, file, network) {mismatched[:5]} ({len(mismatched)}){". " + hint if hint else ""}')
     return missing, unexpected
 
 
-def load_state_dict_checked(module, state_dict, path, option, strict=True):
+def load_state_dict_checked(module, state_dict, path, option, strict=True, hint=''):
     """``module.load_state_dict`` after :func:`check_state_dict_fits` (a key of another shape fails even when not
     ``strict``, instead of being skipped silently). Returns the module."""
-    check_state_dict_fits(module, state_dict, path, option, strict)
+    check_state_dict_fits(module, state_dict, path, option, strict, hint)
     module.load_state_dict(state_dict, strict=strict)
     return module
 

@@ -19,10 +19,10 @@ import argparse
 from gfpgan.archs.stylegan2_clean_arch import StyleGAN2GeneratorClean
 
 from cqshift_basicsr.archs.stylegan2_clean_d_arch import StyleGAN2DiscriminatorClean
-from cqshift_basicsr.archs.stylegan2_weights import (convert_discriminator_state_dict, convert_generator_state_dict,
-                                                     extract_generator_state_dict, load_checkpoint_file,
-                                                     load_state_dict_checked)
-from cqshift_basicsr.checkpoints import atomic_save
+from cqshift_basicsr.archs.stylegan2_weights import (ARCH_HINT, convert_discriminator_state_dict,
+                                                     convert_generator_state_dict, extract_generator_state_dict,
+                                                     load_checkpoint_file)
+from cqshift_basicsr.checkpoints import atomic_save, load_state_dict_checked
 
 __all__ = ['convert_stylegan2', 'main']
 
@@ -37,7 +37,7 @@ def convert_stylegan2(input_path, output_path, output_d_path=None, size=256, cha
     g_sd, layout = convert_generator_state_dict(g_sd, lr_mlp=lr_mlp)
     generator = StyleGAN2GeneratorClean(size, num_style_feat=num_style_feat, num_mlp=num_mlp,
                                         channel_multiplier=channel_multiplier, narrow=narrow)
-    load_state_dict_checked(generator, g_sd, f'StyleGAN2 generator ({layout} layout)', input_path)
+    load_state_dict_checked(generator, g_sd, input_path, '--input', hint=f'{layout} layout; {ARCH_HINT}')
     out = {'params_ema': generator.state_dict()}
     if latent_avg is not None:
         out['latent_avg'] = latent_avg.detach().reshape(-1).clone()
@@ -48,8 +48,8 @@ def convert_stylegan2(input_path, output_path, output_d_path=None, size=256, cha
         if not has_d:
             raise KeyError(f'--output-d given but {input_path!r} holds no discriminator (no "d" entry)')
         disc = StyleGAN2DiscriminatorClean(size, channel_multiplier=channel_multiplier, narrow=narrow)
-        load_state_dict_checked(disc, convert_discriminator_state_dict(ckpt['d']), 'StyleGAN2 discriminator',
-                                input_path)
+        load_state_dict_checked(disc, convert_discriminator_state_dict(ckpt['d']), input_path, '--input',
+                                hint=ARCH_HINT)
         atomic_save({'params': disc.state_dict()}, output_d_path)
     return {'layout': layout, 'discriminator': bool(output_d_path and has_d)}
 

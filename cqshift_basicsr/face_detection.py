@@ -12,7 +12,7 @@ restorations back. Nothing here downloads anything:
   setuptools no longer ship), or from explicit paths. dlib's 68-point model in the same package is never used: its
   training data (iBUG 300-W) is licensed for non-commercial use only.
 * ``retinaface`` builds facexlib's ``RetinaFace`` network and loads a local weights file (``detector_weights``)
-  through :func:`cqshift_basicsr.checkpoints.load_checkpoint` (weights only); facexlib's ``init_detection_model``
+  through :func:`cqshift_basicsr.checkpoints.load_weights` (weights only); facexlib's ``init_detection_model``
   is not used because it downloads.
 
 The two landmark schemes differ (see :data:`LANDMARK_NAMES`): dlib's 5 points are the four eye corners and the base
@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 import torch
 
-from cqshift_basicsr.checkpoints import load_checkpoint, strip_module_prefix
+from cqshift_basicsr.checkpoints import load_weights
 
 __all__ = [
     'DETECTORS', 'LANDMARK_NAMES', 'WILD_EXTRA_HINT', 'RETINAFACE_WEIGHTS_HINT', 'DETECTOR_WEIGHTS_OPTION',
@@ -238,11 +238,8 @@ class RetinaFaceDetector(FaceDetector):
 
     def __init__(self, weights, device='cpu', conf_threshold=0.8, nms_threshold=0.4):
         from facexlib.detection.retinaface import RetinaFace
-        state_dict = load_checkpoint(weights, DETECTOR_WEIGHTS_OPTION, what='RetinaFace weights',
-                                     help_text=RETINAFACE_WEIGHTS_HINT)
-        if isinstance(state_dict, dict) and isinstance(state_dict.get('params'), dict):
-            state_dict = state_dict['params']
-        state_dict = strip_module_prefix(state_dict)
+        state_dict, _ = load_weights(weights, DETECTOR_WEIGHTS_OPTION, param_keys=('params', ),
+                                     what='RetinaFace weights', help_text=RETINAFACE_WEIGHTS_HINT)
         network = self._network_name(state_dict, weights)
         self.device = torch.device(device)
         with warnings.catch_warnings():  # torchvision's notice about facexlib's resnet50(pretrained=False)

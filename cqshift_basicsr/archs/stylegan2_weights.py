@@ -13,7 +13,7 @@ Supported generator layouts (detected from the keys):
 * ``rosinality``: stylegan2-pytorch files (``{'g_ema', 'g', 'd', 'latent_avg'?, 'args'?}``); keys are
   renamed to the basicsr layout and then converted as above.
 
-The discriminator (:class:`CQShiftStyleGAN2Discriminator`) keeps basicsr's layout, so basicsr D weights load
+The discriminator (:class:`StyleGAN2DiscriminatorClean`) keeps basicsr's layout, so basicsr D weights load
 unchanged and rosinality ``d`` weights only need ``convs.`` -> ``conv_body.`` and their blur buffers dropped.
 """
 import argparse
@@ -23,14 +23,18 @@ from collections import OrderedDict
 
 import torch
 
-from cqshift_basicsr.checkpoints import STATE_DICT_KEYS, load_checkpoint, strip_module_prefix, unwrap_state_dict
+from cqshift_basicsr.checkpoints import (STATE_DICT_KEYS, load_checkpoint, load_state_dict_checked, strip_module_prefix,
+                                        unwrap_state_dict)
 
 __all__ = [
     'STYLEGAN2_WEIGHTS_HELP', 'load_checkpoint_file', 'detect_generator_layout', 'rosinality_to_basicsr_generator',
     'basicsr_to_clean_generator', 'extract_generator_state_dict', 'convert_generator_state_dict',
     'convert_discriminator_state_dict', 'load_stylegan2_generator', 'load_stylegan2_discriminator',
-    'load_state_dict_checked', 'mean_latent'
+    'ARCH_HINT', 'mean_latent'
 ]
+
+# what to compare when a StyleGAN2 file does not fit the network built from the options
+ARCH_HINT = 'Check out_size / channel_multiplier / narrow / num_mlp against the checkpoint.'
 
 STYLEGAN2_WEIGHTS_HELP = (
     'Get a 256x256 FFHQ StyleGAN2: rosinality stylegan2-pytorch "550000.pt" '
@@ -150,22 +154,6 @@ def convert_discriminator_state_dict(state_dict):
     return out
 
 
-def load_state_dict_checked(module, state_dict, what, path, num_keys=5):
-    """Strict ``load_state_dict`` whose error names a few missing/unexpected/mis-shaped keys and the file."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f'{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}' for k in own
-              if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        raise RuntimeError(
-            f'{what} weights in {path!r} do not match the network ({len(missing)} missing, {len(unexpected)} '
-            f'unexpected, {len(shapes)} mis-shaped keys). Missing e.g. {missing[:num_keys]}; unexpected e.g. '
-            f'{unexpected[:num_keys]}; mis-shaped e.g. {shapes[:num_keys]}. Check out_size / channel_multiplier / '
-            'narrow / num_mlp against the checkpoint.')
-    module.load_state_dict(state_dict, strict=True)
-
-
 def load_stylegan2_generator(generator, path, param_key='params_ema', lr_mlp=0.01,
                              option='path.pretrain_network_stylegan'):
     """Load a StyleGAN2 checkpoint of any supported layout into a ``StyleGAN2GeneratorClean``.
@@ -175,16 +163,15 @@ def load_stylegan2_generator(generator, path, param_key='params_ema', lr_mlp=0.0
     ckpt = load_checkpoint_file(path, option=option)
     state_dict, latent_avg = extract_generator_state_dict(ckpt, param_key)
     state_dict, layout = convert_generator_state_dict(state_dict, lr_mlp=lr_mlp)
-    load_state_dict_checked(generator, state_dict, f'StyleGAN2 generator ({layout} layout)', path)
+    load_state_dict_checked(generator, state_dict, path, option, hint=f'{layout} layout; {ARCH_HINT}')
     return {'layout': layout, 'latent_avg': latent_avg}
 
 
 def load_stylegan2_discriminator(discriminator, path, param_key='params', option='path.pretrain_network_d'):
-    """Load basicsr/rosinality/our StyleGAN2 discriminator weights into ``CQShiftStyleGAN2Discriminator``."""
+    """Load basicsr/rosinality/our StyleGAN2 discriminator weights into ``StyleGAN2DiscriminatorClean``."""
     ckpt = load_checkpoint_file(path, option=option)
     state_dict, _ = unwrap_state_dict(ckpt, path, option, ('d', param_key, 'params'))
-    load_state_dict_checked(discriminator, convert_discriminator_state_dict(state_dict), 'StyleGAN2 discriminator',
-                            path)
+    load_state_dict_checked(discriminator, convert_discriminator_state_dict(state_dict), path, option, hint=ARCH_HINT)
 
 
 def mean_latent(generator, num_samples=4096, seed=0):

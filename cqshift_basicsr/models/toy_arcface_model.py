@@ -5,13 +5,14 @@ from os import path as osp
 
 import gfpgan.archs  # noqa: F401  (registers ResNetArcFace)
 import torch
+import torch.nn.functional as F
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from cqshift_basicsr.metrics.identity_metric import arcface_embedding, arcface_input
 from .face_base_model import FaceBaseModel
 
-__all__ = ['ToyArcFaceModel', 'verification_figures', 'mix_degraded_inputs', 'log_validation_figures']
+__all__ = ['ToyArcFaceModel', 'verification_figures', 'mix_degraded_inputs', 'jitter_faces', 'log_validation_figures']
 
 # The identity metric's protocol for ResNetArcFace (gray 128 x 128 in [-1, 1]): training sees exactly what IP feeds.
 ARCFACE_PROTOCOL = 'gfpgan'
@@ -24,6 +25,25 @@ def mix_degraded_inputs(gt, lq, degraded_prob):
         return gt
     pick = torch.rand(gt.shape[0], device=gt.device) < degraded_prob
     return torch.where(pick[:, None, None, None], lq, gt)
+
+
+def jitter_faces(faces, shift=0.0, scale=0.0, brightness=0.0, contrast=0.0):
+    """Per face (torch's RNG): a shift of up to ``shift`` of the side and a zoom within 1 +- ``scale`` (one affine
+    warp, border padding), then contrast and brightness factors within 1 +- ``contrast`` / ``brightness``. These
+    are the pose and lighting changes between views of one identity, which the hq split shows only twice each."""
+    n, device = faces.shape[0], faces.device
+
+    def uniform(spread, *shape):
+        return 1 + spread * (2 * torch.rand(*shape, device=device) - 1)
+
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / uniform(scale, n)
+    theta[:, :, 2] = 2 * shift * (2 * torch.rand(n, 2, device=device) - 1)  # grid units: 2 = the full side
+    grid = F.affine_grid(theta, list(faces.shape), align_corners=False)
+    faces = F.grid_sample(faces, grid, mode='bilinear', padding_mode='border', align_corners=False)
+    mean = faces.mean(dim=(1, 2, 3), keepdim=True)
+    faces = (faces - mean) * uniform(contrast, n, 1, 1, 1) + mean * uniform(brightness, n, 1, 1, 1)
+    return faces.clamp(0, 1)
 
 
 def verification_figures(embeddings, identities):
@@ -63,7 +83,7 @@ class ToyArcFaceModel(FaceBaseModel):
 
     * Data: ``DegradedFaceDataset`` with identities (``meta.json``); its ``degradation`` options set the
       restoration-like damage that the embedding must ignore, applied to ``train.degraded_prob`` of the faces (the
-      others stay clean).
+      others stay clean). ``train.jitter`` (:func:`jitter_faces` keywords) then varies pose and lighting.
     * Input: exactly the identity metric's (``identity_metric.arcface_input``, arch gfpgan).
     * Loss: ``train.margin_opt`` (``ArcMarginLoss``; its class centres are optimised with the network by
       ``optim_g`` and saved as ``net_margin`` for resuming; the exported ``net_g`` holds the ArcFace alone).
@@ -104,6 +124,7 @@ class ToyArcFaceModel(FaceBaseModel):
             raise ValueError('ToyArcFaceModel: the training set gives no identities (DegradedFaceDataset reads them '
                              'from <split>/meta.json; set meta_json).')
         faces = mix_degraded_inputs(self.gt, self.lq, self.opt['train'].get('degraded_prob', 0.0))
+        faces = jitter_faces(faces, **(self.opt['train'].get('jitter') or {}))
         margin_loss = self.cri['margin']
         self.optimizer_g.zero_grad(set_to_none=True)
         with self.autocast(self.precision):

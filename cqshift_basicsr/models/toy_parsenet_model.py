@@ -92,11 +92,9 @@ class ToyParseNetModel(FaceBaseModel):
         losses = {'l_parsing': self.cri['parsing'](logits.float(), self.gt_parsing)}
         if 'pixel' in self.cri:
             losses['l_pix'] = self.cri['pixel'](image.float(), self.network_input(self.gt))
-        total = sum(losses.values())
-        total.backward()
+        sum(losses.values()).backward()
         self.sync_gradients(self.net_g)
         self.optimizer_g.step()
-        losses['l_total'] = total
         self.finish_step(losses)
 
     @torch.no_grad()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from cqshift_basicsr.checkpoints import load_weights
+from cqshift_basicsr.choices import check_choice
 
 __all__ = [
     'DETECTORS', 'LANDMARK_NAMES', 'WILD_EXTRA_HINT', 'RETINAFACE_WEIGHTS_HINT', 'DETECTOR_WEIGHTS_OPTION',
@@ -180,8 +181,7 @@ class DlibFaceDetector(FaceDetector):
     landmark_scheme = 'dlib-5'
 
     def __init__(self, kind='hog', detector_weights=None, landmark_weights=None, upsample=0):
-        if kind not in ('hog', 'cnn'):
-            raise ValueError(f'kind must be "hog" or "cnn", got {kind!r}.')
+        check_choice('kind', kind, ('hog', 'cnn'))
         if int(upsample) != upsample or upsample < 0:
             raise ValueError(f'upsample must be a non-negative integer, got {upsample!r}.')
         dlib = _import_dlib()

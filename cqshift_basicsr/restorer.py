@@ -40,6 +40,7 @@ from basicsr.utils import img2tensor, tensor2img
 from .archs.face_parsing import FaceParser
 from .archs.perceptual_networks import freeze
 from .checkpoints import expand_state_dict, load_checkpoint, load_state_dict_checked
+from .choices import check_choice
 from .data.face_io import resize_face
 from .export import EXPORT_FORMAT, build_parser_network
 from .models.face_base_model import to_signed, to_unit
@@ -157,8 +158,7 @@ class CQShiftRestorer:
     """
 
     def __init__(self, model_path, device='auto', precision='fp32', upscale=1, face_helper=None):
-        if precision not in PRECISIONS:
-            raise ValueError(f'precision must be one of {sorted(PRECISIONS)}, got {precision!r}')
+        check_choice('precision', precision, PRECISIONS)
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
         self.device = torch.device(device)

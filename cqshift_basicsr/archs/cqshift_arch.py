@@ -13,6 +13,8 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from cqshift_basicsr.choices import check_choice
+
 from .cqshift_encoder_arch import CQShiftEncoder, ResNetTrunk, generator_mean_latent
 from .perceptual_networks import imagenet_input_affine
 from .stylegan2_fast_arch import StyleGAN2GeneratorFast
@@ -70,8 +72,7 @@ class CQShiftNet(nn.Module):
                  encoder_stem_stride=4, encoder_pyramid_channels=0, deg_depth=18, deg_base_channels=64,
                  deg_imagenet_path=None, shift_mode='per_image', delta_init_std=0.0, sweep_chunk_size=None):
         super().__init__()
-        if shift_mode not in ('per_image', 'global'):
-            raise ValueError(f"shift_mode must be 'per_image' or 'global', got {shift_mode!r}")
+        check_choice('shift_mode', shift_mode, ('per_image', 'global'))
         self.out_size = out_size
         self.num_style_feat = num_style_feat
         self.latent_type = latent_type

@@ -12,6 +12,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from cqshift_basicsr.choices import check_choice
+
 from .perceptual_networks import imagenet_input_affine
 from .stylegan2_weights import mean_latent
 
@@ -39,10 +41,8 @@ class ResNetTrunk(nn.Module):
 
     def __init__(self, depth=34, base_channels=64, pool_size=1, stem_stride=4):
         super().__init__()
-        if depth not in _BLOCKS_PER_STAGE:
-            raise ValueError(f'ResNet depth must be 18 or 34, got {depth}')
-        if stem_stride not in (1, 2, 4):
-            raise ValueError(f'stem_stride must be 1, 2 or 4, got {stem_stride}')
+        check_choice('ResNet depth', depth, _BLOCKS_PER_STAGE)
+        check_choice('stem_stride', stem_stride, (1, 2, 4))
         self.depth = depth
         self.base_channels = base_channels
         self.conv1 = nn.Conv2d(3, base_channels, 7, stride=min(stem_stride, 2), padding=3, bias=False)
@@ -160,8 +160,7 @@ class CQShiftEncoder(nn.Module):
                  imagenet_path=None, imagenet_norm=True, head_init_std=0.0, pool_size=1, stem_stride=4,
                  pyramid_channels=0):
         super().__init__()
-        if latent_type not in ('w', 'wplus'):
-            raise ValueError(f"latent_type must be 'w' or 'wplus', got {latent_type!r}")
+        check_choice('latent_type', latent_type, ('w', 'wplus'))
         self.latent_type = latent_type
         self.num_style_feat = num_style_feat
         self.n_latent = 2 * int(math.log2(out_size)) - 2

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cqshift_basicsr.checkpoints import load_state_dict_checked, load_weights
+from cqshift_basicsr.choices import check_choice
 from cqshift_basicsr.data.degradations import resize_tensor
 
 __all__ = [
@@ -83,9 +84,7 @@ GFPGAN_GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
 
 def arcface_spec(arch):
-    if arch not in ARCFACE_ARCHS:
-        raise ValueError(f'calculate_identity: option `arch` must be one of {sorted(ARCFACE_ARCHS)}, got {arch!r}.')
-    return ARCFACE_ARCHS[arch]
+    return ARCFACE_ARCHS[check_choice('calculate_identity: option `arch`', arch, ARCFACE_ARCHS)]
 
 
 def crop_fractions(crop):
@@ -160,9 +159,7 @@ CONVERT_SCRIPT = 'python scripts/convert_lpips_weights.py'
 
 def canonical_lpips_net(net):
     net = {'vgg16': 'vgg', 'alexnet': 'alex', 'squeezenet': 'squeeze'}.get(net, net)
-    if net not in LPIPS_BACKBONE_FILES:
-        raise ValueError(f'calculate_lpips: option `net` must be one of {sorted(LPIPS_BACKBONE_FILES)}, got {net!r}.')
-    return net
+    return check_choice('calculate_lpips: option `net`', net, LPIPS_BACKBONE_FILES)
 
 
 def _backbone_hint(net):

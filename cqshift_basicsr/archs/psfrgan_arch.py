@@ -17,6 +17,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from cqshift_basicsr.choices import check_choice
 from cqshift_basicsr.data.degradations import resize_tensor
 
 __all__ = ['SPADENorm', 'SPADEResBlock', 'PSFRGANGenerator', 'NLayerPatchDiscriminator',
@@ -128,10 +129,8 @@ class PSFRGANGenerator(nn.Module):
         min_size = max(out_size // 32, 4) if min_size is None else min_size
         if not _is_power_of_two(min_size) or min_size > out_size:
             raise ValueError(f'min_size must be a power of two <= out_size ({out_size}), got {min_size}.')
-        if out_activation not in ('tanh', 'none'):
-            raise ValueError(f"out_activation must be 'tanh' or 'none', got {out_activation!r}.")
-        if parsing_interp not in ('nearest', 'bilinear', 'area'):
-            raise ValueError(f"parsing_interp must be 'nearest', 'bilinear' or 'area', got {parsing_interp!r}.")
+        check_choice('out_activation', out_activation, ('tanh', 'none'))
+        check_choice('parsing_interp', parsing_interp, ('nearest', 'bilinear', 'area'))
         self.out_size = out_size
         self.min_size = min_size
         self.in_channels = in_channels

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cqshift_basicsr.choices import check_choice
+
 __all__ = ['DEGRADATION_LEVELS', 'LEVELS', 'DEGRADATION_OPTION_NAMES', 'FaceDegradation', 'resize_tensor',
            'resize_image']
 
@@ -108,8 +110,7 @@ def resize_image(img, size, downsample='bicubic', upsample='bicubic'):
         return img
     if height * width >= img.shape[0] * img.shape[1]:
         return mmcv.imresize(img, (width, height), interpolation=upsample, backend='cv2')
-    if downsample not in DOWNSAMPLE_MODES:
-        raise ValueError(f'downsample mode must be one of {DOWNSAMPLE_MODES}; got {downsample!r}.')
+    check_choice('downsample mode', downsample, DOWNSAMPLE_MODES)
     tensor = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)[None]
     out = resize_tensor(tensor, (height, width), downsample)[0].permute(1, 2, 0).numpy()
     return np.clip(np.rint(out), 0, 255).astype(np.uint8) if img.dtype == np.uint8 else out
@@ -164,15 +165,10 @@ class FaceDegradation:
                                                     and self.blur_kernel_size > 0 and self.blur_kernel_size % 2 == 1):
             raise ValueError("degradation option blur_kernel_size must be a positive odd integer or 'auto'; "
                              f'got {self.blur_kernel_size!r}.')
-        self.downsample = settings['downsample']
-        if self.downsample not in DOWNSAMPLE_MODES:
-            raise ValueError(f'degradation option downsample must be one of {DOWNSAMPLE_MODES}; '
-                             f'got {self.downsample!r}.')
+        self.downsample = check_choice('degradation option downsample', settings['downsample'], DOWNSAMPLE_MODES)
         self.noise_sigma = _as_range('noise_sigma', settings['noise_sigma'])
         self.jpeg_quality = _as_range('jpeg_quality', settings['jpeg_quality'], integer=True, low=1, high=100)
-        self.upsample = settings['upsample']
-        if self.upsample not in UPSAMPLE_MODES:
-            raise ValueError(f'degradation option upsample must be one of {UPSAMPLE_MODES}; got {self.upsample!r}.')
+        self.upsample = check_choice('degradation option upsample', settings['upsample'], UPSAMPLE_MODES)
 
     @classmethod
     def from_opt(cls, opt):

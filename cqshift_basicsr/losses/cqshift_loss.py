@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
+from cqshift_basicsr.choices import check_choice
 from cqshift_basicsr.data.degradations import resize_tensor
 
 __all__ = ['DownsampleL1Loss', 'WNormLoss', 'downsample_antialiased']
@@ -27,8 +28,7 @@ class DownsampleL1Loss(nn.Module):
 
     def __init__(self, loss_weight=1.0, scale=8, mode='bicubic', reduction='mean'):
         super().__init__()
-        if mode not in ('bicubic', 'bilinear', 'area'):
-            raise ValueError(f'DownsampleL1Loss: mode must be bicubic, bilinear or area, got {mode!r}')
+        check_choice('DownsampleL1Loss: mode', mode, ('bicubic', 'bilinear', 'area'))
         self.loss_weight, self.scale, self.mode, self.reduction = loss_weight, scale, mode, reduction
 
     def forward(self, pred, target, size=None):

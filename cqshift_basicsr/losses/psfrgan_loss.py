@@ -13,6 +13,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from cqshift_basicsr.archs.face_parsing import labels_to_onehot
+from cqshift_basicsr.choices import check_choice
 from cqshift_basicsr.losses.vgg_features import VGG19FeatureExtractor
 
 __all__ = ['PSFRGANSemanticStyleLoss', 'PSFRGANFeatureMatchingLoss', 'MultiScaleHingeGANLoss']
@@ -21,9 +22,7 @@ _CRITERIA = {'mse': F.mse_loss, 'l2': F.mse_loss, 'l1': F.l1_loss}
 
 
 def _criterion(name):
-    if name not in _CRITERIA:
-        raise ValueError(f'criterion must be one of {sorted(_CRITERIA)}, got {name!r}.')
-    return _CRITERIA[name]
+    return _CRITERIA[check_choice('criterion', name, _CRITERIA)]
 
 
 def masked_gram(feat, mask, eps=1e-8):
@@ -77,8 +76,7 @@ class PSFRGANSemanticStyleLoss(nn.Module):
             layer_weights = [1.0] * len(layers)
         if len(layer_weights) != len(layers):
             raise ValueError(f'layer_weights ({len(layer_weights)}) must match layers ({len(layers)}).')
-        if mask_interp not in ('area', 'bilinear', 'nearest'):
-            raise ValueError(f"mask_interp must be 'area', 'bilinear' or 'nearest', got {mask_interp!r}.")
+        check_choice('mask_interp', mask_interp, ('area', 'bilinear', 'nearest'))
         self.loss_weight = loss_weight
         self.layers = layers
         self.num_classes = num_classes

@@ -12,6 +12,8 @@ import numpy as np
 from basicsr.metrics.metric_util import reorder_image, to_y_channel
 from basicsr.utils.registry import METRIC_REGISTRY
 
+from cqshift_basicsr.choices import check_choice
+
 __all__ = ['calculate_mse']
 
 
@@ -30,8 +32,7 @@ def calculate_mse(img, img2, crop_border=0, input_order='HWC', test_y_channel=Fa
     """
     if img.shape != img2.shape:
         raise ValueError(f'Image shapes are different: {img.shape}, {img2.shape}.')
-    if input_order not in ('HWC', 'CHW'):
-        raise ValueError(f'Wrong input_order {input_order}. Supported input_orders are "HWC" and "CHW"')
+    check_choice('input_order', input_order, ('HWC', 'CHW'))
     img = reorder_image(img, input_order=input_order)
     img2 = reorder_image(img2, input_order=input_order)
     if crop_border != 0:

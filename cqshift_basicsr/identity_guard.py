@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from basicsr.utils import img2tensor
 
+from .choices import check_choice
 from .archs.perceptual_networks import ARCFACE_ARCHS, arcface_embedding, build_arcface_network, freeze
 
 __all__ = ['IDENTITY_ARCHS', 'IdentityScorer', 'alpha_grid', 'guard_alpha']
@@ -47,9 +48,7 @@ class IdentityScorer:
     """
 
     def __init__(self, weights=None, arch='gfpgan', arch_opt=None, landmark_weights=None, device='cpu'):
-        if arch not in IDENTITY_ARCHS:
-            raise ValueError(f'identity arch (--identity-arch) must be one of {", ".join(IDENTITY_ARCHS)}; '
-                             f'got {arch!r}.')
+        check_choice('identity arch (--identity-arch)', arch, IDENTITY_ARCHS)
         self.arch = arch
         self.device = torch.device(device)
         if arch == 'dlib':

@@ -8,7 +8,7 @@ from torch.utils import data
 
 from .degradations import FaceDegradation
 from .face_io import (MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, FaceCheck, FaceImageSource, find_sibling, hflip_parsing,
-                      img_to_tensor, load_identities, make_rng, read_parsing, resolve_meta_json)
+                      img_to_tensor, load_identities, make_rng, read_parsing, resolve_meta_json, sampling_options)
 
 __all__ = ['DegradedFaceDataset']
 
@@ -63,9 +63,7 @@ class DegradedFaceDataset(data.Dataset):
             self.degradation.check_size(self.gt_size, self.gt_size)
         except ValueError as error:
             raise ValueError(f'gt_size {self.gt_size} ({self.source.size_origin}): {error}') from None
-        self.use_hflip = bool(opt.get('use_hflip', False))
-        self.mean, self.std = opt.get('mean'), opt.get('std')
-        self.seed = opt.get('seed', 0 if opt.get('phase') in ('val', 'test') else None)
+        self.use_hflip, self.mean, self.std, self.seed = sampling_options(opt)
 
         disk = self.source.backend == 'disk'
         self.parsing_root = find_sibling(self.source.root, opt.get('dataroot_parsing', 'auto' if disk else None),

@@ -36,6 +36,7 @@ from basicsr.utils import FileClient, get_root_logger, img2tensor, scandir
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import normalize
 
+from ..choices import check_choice
 from .degradations import resize_image
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     'BadImageError', 'FaceCheck', 'FaceImageSource', 'PhotoMode', 'decode_face', 'decode_photo', 'restore_photo_mode',
     'read_face', 'read_face_file', 'resize_face',
     'read_parsing', 'hflip_parsing', 'load_identities', 'find_sibling', 'img_to_tensor', 'make_rng',
+    'sampling_options',
     'default_meta_json', 'resolve_meta_json'
 ]
 
@@ -189,8 +191,7 @@ def _to_bgr8(img, path, rgba_background):
         img = img[:, :, None]
     channels = img.shape[2]
     if channels in (2, 4):  # colour + alpha: composite over the background, then drop alpha
-        if rgba_background not in _BACKGROUNDS:
-            raise ValueError(f'rgba_background must be one of {sorted(_BACKGROUNDS)}; got {rgba_background!r}.')
+        check_choice('rgba_background', rgba_background, _BACKGROUNDS)
         alpha = img[:, :, -1:].astype(np.float32) / 255.0
         colour = img[:, :, :-1].astype(np.float32)
         img = np.clip(np.rint(colour * alpha + _BACKGROUNDS[rgba_background] * (1.0 - alpha)), 0, 255)
@@ -319,6 +320,13 @@ def img_to_tensor(img, mean=None, std=None):
         normalize(tensor, mean if mean is not None else [0.0] * 3, std if std is not None else [1.0] * 3,
                   inplace=True)
     return tensor
+
+
+def sampling_options(opt):
+    """The sampling options every face dataset shares: (use_hflip, mean, std, seed). ``seed`` defaults to 0 in the
+    val/test phases (a fixed set) and to None in training (fresh draws, see :func:`make_rng`)."""
+    seed = opt.get('seed', 0 if opt.get('phase') in ('val', 'test') else None)
+    return bool(opt.get('use_hflip', False)), opt.get('mean'), opt.get('std'), seed
 
 
 def make_rng(seed, index):

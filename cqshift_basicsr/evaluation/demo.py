@@ -22,9 +22,10 @@ import subprocess
 import sys
 import time
 
+from cqshift_basicsr.data.degradations import LEVELS
+
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir, osp.pardir))
 OPTIONS = osp.join(ROOT, 'options', 'toy')
-LEVELS = ('mild', 'moderate', 'severe')
 SWEEP = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 TOY_ARCFACE_OPT = '{"block": "IRBlock", "layers": [1, 1, 1, 1], "use_se": false}'
 SHOWN = ('iter:', 'Validation', '\t # ', 'Error', 'Traceback', 'Testing', 'End of training', 'Resuming',

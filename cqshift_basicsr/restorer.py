@@ -58,7 +58,8 @@ def _in_chunks(forward, lq, chunk_size):
 
 
 def _cqshift_sweep(restorer, lq, alphas, chunk_size):
-    return restorer.net.alpha_sweep(lq, alphas, chunk_size=chunk_size)
+    encoding = restorer.net.encode(lq)  # once: the sweep and the shift statistics share it
+    return restorer.net.alpha_sweep(lq, alphas, chunk_size=chunk_size, encoding=encoding), encoding[1]
 
 
 def _gfpgan_forward(restorer, lq):
@@ -75,7 +76,7 @@ def _one_strength(forward):
 
     def sweep(restorer, lq, alphas, chunk_size):
         restored = _in_chunks(lambda faces: forward(restorer, faces), lq, chunk_size)
-        return restored.unsqueeze(0).expand(len(alphas), *restored.shape)
+        return restored.unsqueeze(0).expand(len(alphas), *restored.shape), None
 
     return sweep
 
@@ -83,7 +84,7 @@ def _one_strength(forward):
 @dataclass(frozen=True)
 class _Method:
     """The network-specific part of restoring: ``sweep(restorer, lq, alphas, chunk_size)`` maps faces in [-1, 1]
-    (B, 3, S, S) to restorations in [-1, 1] (A, B, 3, S, S)."""
+    (B, 3, S, S) to (restorations in [-1, 1] (A, B, 3, S, S), the per-image shift Delta^i (B, C) or None)."""
     name: str
     supports_alpha: bool
     sweep: Callable
@@ -219,7 +220,7 @@ class CQShiftRestorer:
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     @torch.inference_mode()
-    def restore_aligned(self, batch, alphas=1.0, chunk_size=None):
+    def restore_aligned(self, batch, alphas=1.0, chunk_size=None, return_shift_stats=False):
         """Restore aligned faces at one or several strengths.
 
         Args:
@@ -228,9 +229,11 @@ class CQShiftRestorer:
                 Models without strength control (``supports_alpha`` False) return their one restoration for each
                 alpha and warn once when one is not 1.
             chunk_size (int | None): max images per generator call (the encoders run once per face).
+            return_shift_stats (bool): also return :meth:`shift_stats`' list, from the same encoding.
 
         Returns:
-            Tensor (A, B, 3, out_size, out_size) float32 in [0, 1] on ``device``, A = number of alphas.
+            Tensor (A, B, 3, out_size, out_size) float32 in [0, 1] on ``device``, A = number of alphas (and the
+            shift statistics with ``return_shift_stats``).
         """
         if batch.dim() == 3:
             batch = batch.unsqueeze(0)
@@ -247,19 +250,23 @@ class CQShiftRestorer:
             self._warned_alpha = True
         lq = to_signed(batch.to(self.device, torch.float32))
         with self._autocast():
-            sweep = self._sweep(self, lq, alphas, chunk_size)
-        return to_unit(sweep.float())
+            sweep, delta = self._sweep(self, lq, alphas, chunk_size)
+        sweep = to_unit(sweep.float())
+        return (sweep, self._shift_stats(delta, lq.shape[0])) if return_shift_stats else sweep
 
     @staticmethod
     def _faces_to_batch(faces):
         return torch.stack([img2tensor(face.astype(np.float32) / 255., bgr2rgb=True, float32=True) for face in faces])
 
-    def restore_faces(self, faces, alphas=1.0, chunk_size=None):
-        """Aligned BGR uint8 faces at the model's size -> ``[[face restored at alpha a] for a in alphas]``."""
+    def restore_faces(self, faces, alphas=1.0, chunk_size=None, return_shift_stats=False):
+        """Aligned BGR uint8 faces at the model's size -> ``[[face restored at alpha a] for a in alphas]`` (and
+        :meth:`shift_stats`' list from the same encoding, with ``return_shift_stats``)."""
         if not faces:
-            return [[] for _ in ([alphas] if isinstance(alphas, numbers.Number) else alphas)]
-        sweep = self.restore_aligned(self._faces_to_batch(faces), alphas, chunk_size)
-        return [[tensor2img(face, rgb2bgr=True, min_max=(0, 1)) for face in row] for row in sweep]
+            rows = [[] for _ in ([alphas] if isinstance(alphas, numbers.Number) else alphas)]
+            return (rows, []) if return_shift_stats else rows
+        sweep, shifts = self.restore_aligned(self._faces_to_batch(faces), alphas, chunk_size, return_shift_stats=True)
+        rows = [[tensor2img(face, rgb2bgr=True, min_max=(0, 1)) for face in row] for row in sweep]
+        return (rows, shifts) if return_shift_stats else rows
 
     @torch.inference_mode()
     def shift_stats(self, faces):
@@ -271,8 +278,14 @@ class CQShiftRestorer:
             return [None] * len(faces)
         lq = to_signed(self._faces_to_batch(faces).to(self.device))
         with self._autocast():
-            delta = self.net.compute_delta(lq).float()
-        delta_global = self.net.delta_global.float()
+            delta = self.net.compute_delta(lq)
+        return self._shift_stats(delta, len(faces))
+
+    def _shift_stats(self, delta, num_faces):
+        """:meth:`shift_stats` of the shifts ``delta`` (B, C), or Nones for a model without one."""
+        if delta is None:
+            return [None] * num_faces
+        delta, delta_global = delta.float(), self.net.delta_global.float()
         scale = delta_global.pow(2).sum().clamp_min(1e-12)
         on_global = (delta @ delta_global) / scale
         return [{'norm': float(norm), 'on_global': float(proj)} for norm, proj in zip(delta.norm(dim=1), on_global)]
@@ -300,8 +313,7 @@ class CQShiftRestorer:
         else:
             detections = self.face_helper.detect(img, only_center_face=only_center_face)
             crops, affines = self.face_helper.align(img, detections)
-        restored = self.restore_faces(crops, alphas, chunk_size)
-        shifts = self.shift_stats(crops)
+        restored, shifts = self.restore_faces(crops, alphas, chunk_size, return_shift_stats=True)
         faces = [PhotoFace(detection, affine, crop, [row[index] for row in restored], shift)
                  for index, (detection, affine, crop, shift) in enumerate(zip(detections, affines, crops, shifts))]
         images = []

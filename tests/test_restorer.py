@@ -112,6 +112,23 @@ def test_restorer_equals_network(exported):
         restorer.restore_aligned(torch.rand(1, 3, SIZE * 2, SIZE * 2), 1.0)
 
 
+def test_restore_photo_encodes_each_face_once(exported):
+    """restore_photo's restorations and shift statistics come from one pass of each encoder, and equal the separate
+    restore_faces / shift_stats calls."""
+    restorer = CQShiftRestorer(exported['model'], device='cpu')
+    face = np.random.default_rng(6).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    calls = []
+    hooks = [module.register_forward_hook(lambda *args, name=name: calls.append(name))
+             for name, module in (('E_L', restorer.net.encoder), ('E_deg', restorer.net.deg_encoder))]
+    result = restorer.restore_photo(face, [0.0, 1.0], has_aligned=True)
+    for hook in hooks:
+        hook.remove()
+    assert sorted(calls) == ['E_L', 'E_deg']
+    assert result.faces[0].shift == restorer.shift_stats([face])[0]
+    separate = restorer.restore_faces([face], [0.0, 1.0])
+    assert all(np.array_equal(mine, theirs[0]) for mine, theirs in zip(result.faces[0].restored, separate))
+
+
 def test_bf16_close_to_fp32(exported):
     batch = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
     fp32 = CQShiftRestorer(exported['model'], device='cpu').restore_aligned(batch, [0.0, 1.0])

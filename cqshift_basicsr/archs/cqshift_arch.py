@@ -154,14 +154,15 @@ class CQShiftNet(nn.Module):
         w, delta = self.encode(lq)
         return self.decode(self.shift(w, delta, alpha))
 
-    def alpha_sweep(self, lq, alphas, chunk_size=None):
+    def alpha_sweep(self, lq, alphas, chunk_size=None, encoding=None):
         """Restorations at several levels: (A, B, 3, H, W) for A alphas.
 
-        Encodes once; all A*B shifted latents go through the generator in one batched call (or in chunks of
-        ``chunk_size`` images to bound memory), so each extra alpha costs one generator pass per image only.
+        Encodes once (or takes ``encoding``, :meth:`encode`'s ``(w, delta)`` of ``lq``, from a caller that needs it
+        too); all A*B shifted latents go through the generator in one batched call (or in chunks of ``chunk_size``
+        images to bound memory), so each extra alpha costs one generator pass per image only.
         """
         alphas = torch.as_tensor(alphas, dtype=lq.dtype, device=lq.device).reshape(-1)
-        w, delta = self.encode(lq)
+        w, delta = self.encode(lq) if encoding is None else encoding
         num_alpha, batch = alphas.numel(), lq.shape[0]
         if w.dim() == 3:
             delta = delta.unsqueeze(1)

@@ -41,6 +41,7 @@ from facexlib.parsing.parsenet import ParseNet
 from cqshift_basicsr.archs.face_parsing import FaceParser, build_parsenet, load_parsenet
 from cqshift_basicsr.archs.stylegan2_clean_d_arch import lowpass_filter
 from cqshift_basicsr.data.degradations import DEGRADATION_LEVELS, FaceDegradation
+from cqshift_basicsr.models.toy_arcface_model import jitter_faces
 
 __all__ = ['ALPHA_RANGE', 'MODEL_OPTIONS', 'ModelOptions', 'OptionError', 'check_options', 'install_option_check']
 
@@ -247,6 +248,16 @@ MODEL_OPTIONS = {
                    r1_reg_weight=NON_NEGATIVE, net_d_iters=POSITIVE_INT, net_d_init_iters=number(low=0, integer=True),
                    net_d_reg_every=POSITIVE_INT),
         val=dict(metrics=METRICS, suffix=_any, pbar=BOOL)),
+    # cqshift_basicsr/models/toy_arcface_model.py (the IP metric's toy network; validation computes its own figures)
+    'ToyArcFaceModel': ModelOptions(
+        train=dict(precision=PRECISION, dropout=number(0, 1), degraded_prob=number(0, 1),
+                   jitter=_section_rule('signature', jitter_faces, ('faces', )), optim_g=OPTIMIZER,
+                   **_losses('margin')),
+        val=_FACE_VAL),
+    # cqshift_basicsr/models/toy_parsenet_model.py (PSFRGAN's toy face parser)
+    'ToyParseNetModel': ModelOptions(
+        train=dict(precision=PRECISION, degraded_prob=number(0, 1), optim_g=OPTIMIZER, **_losses('parsing', 'pixel')),
+        val=_FACE_VAL),
     # basicsr 1.4.2 basicsr/models/stylegan2_model.py (no metrics: validation writes samples)
     'StyleGAN2Model': ModelOptions(
         networks=('g', 'd'),
@@ -351,27 +362,42 @@ def _string(node):
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
+def _opt_keys_in_source(obj, seen):
+    """Keys ``obj``'s source (a class or function) reads from ``opt`` / ``self.opt``, following the module-level
+    functions it hands ``opt`` to (e.g. ``face_io.sampling_options(opt)``), whose parameter is also ``opt``."""
+    if obj in seen:
+        return set()
+    seen.add(obj)
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+    except (OSError, TypeError):
+        return set()
+    namespace = vars(inspect.getmodule(obj) or object)
+    keys = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and _is_opt(node.value):
+            keys.add(_string(node.slice))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_opt(node.func.value) \
+                and node.func.attr in ('get', 'pop', 'setdefault') and node.args:
+            keys.add(_string(node.args[0]))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and any(map(_is_opt, node.args)) \
+                and inspect.isfunction(namespace.get(node.func.id)):
+            keys |= _opt_keys_in_source(namespace[node.func.id], seen)
+        elif isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.In, ast.NotIn)) and \
+                _is_opt(node.comparators[0]):
+            keys.add(_string(node.left))
+    return keys
+
+
 @lru_cache(maxsize=None)
 def dataset_keys(dataset_class):
     """Keys ``dataset_class`` (and its bases outside torch) reads from its ``opt``: ``opt['k']``, ``opt.get('k')``,
-    ``opt.pop('k')``, ``'k' in opt`` (``opt`` or ``self.opt``) in its source."""
-    keys = set()
+    ``opt.pop('k')``, ``'k' in opt`` (``opt`` or ``self.opt``) in its source and in the module functions it passes
+    ``opt`` to."""
+    keys, seen = set(), set()
     for klass in dataset_class.__mro__:
-        if klass.__module__.split('.')[0] in ('torch', 'builtins', 'typing'):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Subscript) and _is_opt(node.value):
-                keys.add(_string(node.slice))
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and _is_opt(node.func.value) \
-                    and node.func.attr in ('get', 'pop', 'setdefault') and node.args:
-                keys.add(_string(node.args[0]))
-            elif isinstance(node, ast.Compare) and isinstance(node.ops[0], (ast.In, ast.NotIn)) and \
-                    _is_opt(node.comparators[0]):
-                keys.add(_string(node.left))
+        if klass.__module__.split('.')[0] not in ('torch', 'builtins', 'typing'):
+            keys |= _opt_keys_in_source(klass, seen)
     keys.discard(None)
     return frozenset(keys)
 

@@ -22,6 +22,7 @@ import os
 
 import torch
 import torch.nn.functional as F
+from basicsr.utils.registry import ARCH_REGISTRY
 from facexlib.parsing.parsenet import ParseNet
 from torch import nn
 
@@ -37,6 +38,11 @@ __all__ = [
 NUM_PARSING_CLASSES = 19
 PARSENET_DOWNLOAD_HINT = ('facexlib\'s ParseNet weights "parsing_parsenet.pth" from the facexlib v0.2.2 release: '
                           'https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth')
+
+# facexlib's ParseNet as a basicsr arch, so that `network_g: {type: ParseNet, ...}` (the toy parser's training) is
+# built and checked by option_check like any other network
+if 'ParseNet' not in ARCH_REGISTRY:
+    ARCH_REGISTRY.register()(ParseNet)
 
 
 def build_parsenet(in_size=512, out_size=None, num_classes=NUM_PARSING_CLASSES, **kwargs):

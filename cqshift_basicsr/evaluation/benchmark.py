@@ -311,7 +311,7 @@ def identity_note(ip_entry, label):
         return 'Identity network: none (IP not computed).'
     path = ip_entry['arcface_path']
     if label == 'toy' or (label == 'auto' and 'toy' in osp.basename(path).lower()):
-        return (f'Identity network (IP): a toy-domain ArcFace trained by scripts/train_toy_arcface.py (`{path}`, '
+        return (f'Identity network (IP): a toy-domain ArcFace trained by options/toy/train_toy_arcface.yml (`{path}`, '
                 f'arch_opt {ip_entry.get("arch_opt")}); IP on toy faces is not comparable to the paper\'s.')
     return f'Identity network (IP): ArcFace `{path}` (arch {ip_entry.get("arch", "gfpgan")}).'
 
@@ -534,11 +534,11 @@ def parse_args(argv=None):
     parser.add_argument('--testset', metavar='DIR',
                         help='a test set made by make_testset (gt/, <level>/lq_up/, manifest.json): every method is '
                              'tested on its files instead of its option files\' test sets')
-    parser.add_argument('--arcface', help='ArcFace weights for IP (e.g. the toy one from train_toy_arcface.py)')
+    parser.add_argument('--arcface', help='ArcFace weights for IP (e.g. weights/toy_arcface.pth, from '
+                        'options/toy/train_toy_arcface.yml)')
     parser.add_argument('--arcface-arch', default='gfpgan', choices=('gfpgan', 'facexlib'))
     parser.add_argument('--arcface-arch-opt', type=json.loads, default=None,
-                        help='JSON constructor options, e.g. \'{"layers": [1, 1, 1, 1]}\' for the toy ArcFace '
-                             '(default: <arcface stem>.json written by train_toy_arcface.py, if present)')
+                        help='JSON constructor options, e.g. \'{"layers": [1, 1, 1, 1]}\' for the toy ArcFace')
     parser.add_argument('--identity-label', default='auto', choices=('auto', 'toy', 'file'),
                         help='how the table names the identity network (auto: toy when the file name says toy)')
     parser.add_argument('--lpips-model', metavar='PATH',
@@ -587,10 +587,6 @@ def metric_weight_entries(args, option_files):
         lpips_entry = find_metric_weights(option_files, 'calculate_lpips')
     if args.arcface:
         arch_opt = args.arcface_arch_opt
-        sidecar = osp.splitext(args.arcface)[0] + '.json'
-        if arch_opt is None and osp.isfile(sidecar):  # train_toy_arcface.py records its arch options there
-            with open(sidecar) as f:
-                arch_opt = (json.load(f).get('metric') or {}).get('arch_opt')
         ip_entry = {'type': 'calculate_identity', 'arcface_path': _existing_file(args.arcface, '--arcface'),
                     'arch': args.arcface_arch, 'better': 'higher'}
         if arch_opt:

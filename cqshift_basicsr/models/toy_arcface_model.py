@@ -27,8 +27,8 @@ def mix_degraded_inputs(gt, lq, degraded_prob):
     return torch.where(pick[:, None, None, None], lq, gt)
 
 
-def jitter_faces(faces, shift=0.0, scale=0.0, brightness=0.0, contrast=0.0):
-    """Per face (torch's RNG): a shift of up to ``shift`` of the side and a zoom within 1 +- ``scale`` (one affine
+def jitter_faces(faces, shift=0.0, zoom=0.0, brightness=0.0, contrast=0.0):
+    """Per face (torch's RNG): a shift of up to ``shift`` of the side and a zoom within 1 +- ``zoom`` (one affine
     warp, border padding), then contrast and brightness factors within 1 +- ``contrast`` / ``brightness``. These
     are the pose and lighting changes between views of one identity, which the hq split shows only twice each."""
     n, device = faces.shape[0], faces.device
@@ -37,7 +37,7 @@ def jitter_faces(faces, shift=0.0, scale=0.0, brightness=0.0, contrast=0.0):
         return 1 + spread * (2 * torch.rand(*shape, device=device) - 1)
 
     theta = torch.zeros(n, 2, 3, device=device)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1 / uniform(scale, n)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / uniform(zoom, n)
     theta[:, :, 2] = 2 * shift * (2 * torch.rand(n, 2, device=device) - 1)  # grid units: 2 = the full side
     grid = F.affine_grid(theta, list(faces.shape), align_corners=False)
     faces = F.grid_sample(faces, grid, mode='bilinear', padding_mode='border', align_corners=False)

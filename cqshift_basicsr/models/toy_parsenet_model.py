@@ -2,20 +2,13 @@
 (the released ``parsing_parsenet.pth`` cannot be downloaded here)."""
 import torch
 import torch.nn.functional as F
-from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
-from facexlib.parsing.parsenet import ParseNet
+from basicsr.utils.registry import MODEL_REGISTRY
 
 from cqshift_basicsr.archs.face_parsing import NUM_PARSING_CLASSES, parse_to_onehot
 from .face_base_model import FaceBaseModel, to_signed
 from .toy_arcface_model import log_validation_figures, mix_degraded_inputs
 
 __all__ = ['ToyParseNetModel', 'parsing_figures']
-
-# facexlib's ParseNet as a basicsr arch, so that `network_g: {type: ParseNet, ...}` is built (and checked by
-# option_check) like any other network
-if 'ParseNet' not in ARCH_REGISTRY:
-    ARCH_REGISTRY.register()(ParseNet)
-
 
 def parsing_figures(confusion):
     """Pixel accuracy and mean IoU from a C x C confusion matrix (rows: label, columns: prediction); the mean is over

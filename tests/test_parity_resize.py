@@ -55,3 +55,12 @@ def test_img_to_tensor_is_the_replaced_conversion():
     assert torch.equal(img_to_tensor(face), img2tensor(face.astype(np.float32) / 255., bgr2rgb=True, float32=True))
     normalised = img_to_tensor(face, mean=[0.5] * 3, std=[0.5] * 3)
     assert torch.equal(normalised, (expected - 0.5) / 0.5)
+
+
+def test_resize_tensor_shrinks_reduced_precision_maps():
+    """Autocast hands the resize bfloat16 maps (e.g. a ParseNet's logits); torch's antialiased kernels take only
+    float32/64, so it computes in float32 and returns the input's dtype."""
+    x = torch.rand(2, 19, 64, 64)
+    small = resize_tensor(x.bfloat16(), 32, 'bilinear')
+    assert small.dtype == torch.bfloat16 and small.shape == (2, 19, 32, 32)
+    torch.testing.assert_close(small.float(), resize_tensor(x, 32, 'bilinear'), atol=1e-2, rtol=0)

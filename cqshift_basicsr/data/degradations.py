@@ -93,6 +93,8 @@ def resize_tensor(x, size, mode='bicubic'):
     if mode in ('area', 'nearest'):
         return F.interpolate(x, size=size, mode=mode)
     shrinking = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    if shrinking and x.dtype in (torch.bfloat16, torch.float16):  # torch's antialiased kernels are float32/64 only
+        return F.interpolate(x.float(), size=size, mode=mode, align_corners=False, antialias=True).to(x.dtype)
     return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrinking)
 
 

@@ -157,7 +157,7 @@ def test_benchmark_end_to_end(setup, lpips_weights_root, tmp_path):
             assert value is not None, (method, title)
             assert cell == f'{value:.{decimals[column]}f}' and float(csv_value) == value
     assert f'LPIPS: alex, weights `{lpips_model}`' in markdown and data['lpips_weights'] == lpips_model
-    assert 'toy-domain ArcFace trained by options/toy/train_toy_arcface.yml' in markdown
+    assert 'toy-domain ArcFace (' in markdown and 'README: Toy domain' in markdown
     assert '(2 test faces per level)' in markdown and 'make_testset, seed 1, 2 faces at 64 px, LQ x4' in markdown
     # the values are each run's metrics.json; the bicubic row is CQShift's `@input`; the sweep holds every alpha
     assert data['results_dirs']['cqshift'][0].endswith(os.path.join('results', 'bench_cqshift'))

@@ -311,7 +311,7 @@ def identity_note(ip_entry, label):
         return 'Identity network: none (IP not computed).'
     path = ip_entry['arcface_path']
     if label == 'toy' or (label == 'auto' and 'toy' in osp.basename(path).lower()):
-        return (f'Identity network (IP): a toy-domain ArcFace trained by options/toy/train_toy_arcface.yml (`{path}`, '
+        return (f'Identity network (IP): a toy-domain ArcFace (`{path}`; README: Toy domain; '
                 f'arch_opt {ip_entry.get("arch_opt")}); IP on toy faces is not comparable to the paper\'s.')
     return f'Identity network (IP): ArcFace `{path}` (arch {ip_entry.get("arch", "gfpgan")}).'
 

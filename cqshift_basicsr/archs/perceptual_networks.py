@@ -225,7 +225,10 @@ def lpips_with_linear_layers(net='alex', version='0.1', lpips_path=None, owner='
     file non-strictly, so its keys are checked first: a file without exactly the ``lin<k>`` layers fails here."""
     net = canonical_lpips_net(net)
     lpips_path = lpips_path or wheel_linear_layers_path(net, version)
-    model = _lpips(net, version, pretrained=True, model_path=lpips_path)
+    # lpips' `pretrained` switch means "load the linear layers from model_path", a local file here (never a download;
+    # the trunk stays random with pnet_rand and is filled by the caller)
+    load_linear_layers = True
+    model = _lpips(net, version, pretrained=load_linear_layers, model_path=lpips_path)
     # `lins.<k>` alias `lin<k>` (same modules), so the file only needs the `lin<k>` keys.
     expected = {k for k in model.state_dict() if k.startswith('lin') and not k.startswith('lins.')}
     found = set(load_weights(lpips_path, 'lpips_path')[0])

@@ -1,7 +1,6 @@
 """Paired faces for validation/testing and synthetic LQ sets: an HQ face and its on-the-fly degradation."""
 import os.path as osp
 
-import numpy as np
 import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
@@ -77,10 +76,7 @@ class DegradedFaceDataset(data.Dataset):
     def __getitem__(self, index):
         rng = make_rng(self.seed, index)
         gt_path = self.source.path(index)
-        gt = self.source.read(index)
-        flip = self.use_hflip and rng.random() < 0.5
-        if flip:
-            gt = np.ascontiguousarray(gt[:, ::-1])
+        gt, flip = self.source.read_flipped(index, rng, self.use_hflip)
         try:
             lq_small, lq, params = self.degradation(gt, rng)
         except ValueError as error:

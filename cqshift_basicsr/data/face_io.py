@@ -469,6 +469,13 @@ class FaceImageSource:
         :meth:`validate` set); errors name the file."""
         return read_face(self._content(index), self.describe(index), check or self.check, self.rgba_background)
 
+    def read_flipped(self, index, rng, use_hflip):
+        """(item ``index`` as :meth:`read` gives it, flipped left-right with probability 0.5 when ``use_hflip``,
+        whether it was flipped); the coin comes from ``rng`` only when ``use_hflip``."""
+        img = self.read(index)
+        flip = bool(use_hflip) and rng.random() < 0.5
+        return (np.ascontiguousarray(img[:, ::-1]) if flip else img), flip
+
     def validate(self, check, scan=True, size_option='gt_size'):
         """Set the check :meth:`read` applies and return the face size (``check.size``, or, when None and
         ``size_option`` is given, inferred: the most common side of the scanned images, else the first image's).

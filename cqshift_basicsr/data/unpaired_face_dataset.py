@@ -2,7 +2,6 @@
 import dataclasses
 import os.path as osp
 
-import numpy as np
 import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
@@ -111,9 +110,7 @@ class UnpairedFaceDataset(data.Dataset):
 
     def _load_lq(self, lq_index, rng):
         """(lq_small, lq, params) uint8 BGR for one LQ item."""
-        img = self.lq.read(lq_index)
-        if self.use_hflip and rng.random() < 0.5:
-            img = np.ascontiguousarray(img[:, ::-1])
+        img, _ = self.lq.read_flipped(lq_index, rng, self.use_hflip)
         if self.degradation is not None:
             return self.degradation(img, rng)
         lq_small = resize_face(img, self.hq_size // self.scale, self.upsample)
@@ -123,10 +120,7 @@ class UnpairedFaceDataset(data.Dataset):
     def __getitem__(self, index):
         rng = make_rng(self.seed, index)
         hq_path = self.hq.path(index)
-        hq = self.hq.read(index)
-        flip_hq = self.use_hflip and rng.random() < 0.5
-        if flip_hq:
-            hq = np.ascontiguousarray(hq[:, ::-1])
+        hq, flip_hq = self.hq.read_flipped(index, rng, self.use_hflip)
         lq_index = int(rng.integers(len(self.lq)))
         lq_small, lq, params = self._load_lq(lq_index, rng)
 

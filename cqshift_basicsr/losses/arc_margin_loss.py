@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
+from cqshift_basicsr.choices import check_choice
+
 __all__ = ['ArcMarginLoss']
 
 
@@ -33,8 +35,7 @@ class ArcMarginLoss(nn.Module):
     def __init__(self, num_classes, embedding_dim=512, scale=30.0, margin=0.4, margin_type='arc',
                  margin_warmup_iter=0, loss_weight=1.0):
         super().__init__()
-        if margin_type not in ('arc', 'cos'):
-            raise ValueError(f"ArcMarginLoss: margin_type must be 'arc' or 'cos', got {margin_type!r}.")
+        check_choice('ArcMarginLoss: margin_type', margin_type, ('arc', 'cos'))
         self.weight = nn.Parameter(torch.empty(int(num_classes), int(embedding_dim)))
         nn.init.xavier_uniform_(self.weight)
         self.scale, self.margin, self.margin_type = float(scale), float(margin), margin_type

@@ -3,7 +3,6 @@ and loss mean something on toy faces (real ArcFace weights cannot be downloaded 
 from collections import OrderedDict
 from os import path as osp
 
-import gfpgan.archs  # noqa: F401  (registers ResNetArcFace)
 import torch
 import torch.nn.functional as F
 from basicsr.utils import get_root_logger

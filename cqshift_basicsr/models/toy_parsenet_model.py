@@ -1,14 +1,15 @@
 """The toy-domain face parser: facexlib's ``ParseNet`` trained on the toy parsing maps, as PSFRGAN's frozen parser
 (the released ``parsing_parsenet.pth`` cannot be downloaded here)."""
 import torch
-import torch.nn.functional as F
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from cqshift_basicsr.archs.face_parsing import NUM_PARSING_CLASSES, parse_to_onehot
+from cqshift_basicsr.data.degradations import resize_tensor
 from .face_base_model import FaceBaseModel, to_signed
 from .toy_arcface_model import log_validation_figures, mix_degraded_inputs
 
 __all__ = ['ToyParseNetModel', 'parsing_figures']
+
 
 def parsing_figures(confusion):
     """Pixel accuracy and mean IoU from a C x C confusion matrix (rows: label, columns: prediction); the mean is over
@@ -68,11 +69,7 @@ class ToyParseNetModel(FaceBaseModel):
 
     def network_input(self, img):
         """RGB [0, 1] -> [-1, 1] at ``in_size``, resized as ``parse_to_onehot`` resizes."""
-        x = to_signed(img)
-        if x.shape[-2:] == (self.in_size, self.in_size):
-            return x
-        return F.interpolate(x, size=(self.in_size, self.in_size), mode='bilinear', align_corners=False,
-                             antialias=min(x.shape[-2:]) > self.in_size)
+        return resize_tensor(to_signed(img), self.in_size, 'bilinear')
 
     def optimize_parameters(self, current_iter):
         if self.gt_parsing is None:

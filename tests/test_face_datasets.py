@@ -135,6 +135,26 @@ def test_plain_folder_without_parsing_or_identity(tmp_path):
     # parsing/identities can be switched off on the toy layout too
 
 
+def test_meta_info_over_two_splits_reads_each_splits_identities(toy):
+    """A meta_info_file listing images of two toy splits (the toy ArcFace's hq + lq) takes each image's identity
+    from its own split's meta.json; a stem given two identities is an error naming both files."""
+    root = toy['tmp']
+    listing = root / 'both.txt'
+    listing.write_text('train_hq/images/id00001_01.png\ntrain_lq/images/id00011_00.png\n')
+    dataset = build_dataset(degraded_opt(str(root), meta_info_file=str(listing)))
+    assert [dataset[i]['identity'] for i in range(2)] == [1, 11]
+    assert 'gt_parsing' not in dataset[0]  # the parsing folder is still per split: not guessed here
+    clash = osp.join(toy['lq'], os.pardir, 'meta.json')
+    with open(clash) as f:
+        meta = json.load(f)
+    meta['images'].append({'name': 'id00001_01.png', 'identity': 99})
+    with open(clash, 'w') as f:
+        json.dump(meta, f)
+    with pytest.raises(ValueError, match=r'train_lq/meta\.json') as error:
+        build_dataset(degraded_opt(str(root), meta_info_file=str(listing)))
+    assert "'id00001_01' has identity 99" in str(error.value) and 'train_hq/meta.json' in str(error.value)
+
+
 def test_toy_parsing_and_identity_can_be_disabled(toy):
     item = build_dataset(degraded_opt(toy['hq'], dataroot_parsing=None, meta_json=None))[0]
     assert 'gt_parsing' not in item and 'identity' not in item

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cqshift_basicsr.toy import EXTRA_HQ_FIRST_ID, EXTRA_HQ_META, LABEL, LABEL_NAMES, make_toy_faces
+from cqshift_basicsr.toy import EXTRA_HQ_FIRST_ID, EXTRA_HQ_META, IDENTITIES_META, LABEL, LABEL_NAMES, make_toy_faces
 
 SPLITS = ('hq', 'lq', 'test')
 REQUIRED = ('background', 'skin', 'nose', 'eye_g', 'l_eye', 'r_eye', 'l_brow', 'r_brow', 'l_ear', 'r_ear', 'mouth',
@@ -211,3 +211,7 @@ def test_extra_hq_split_changes_no_other_split(tmp_path):
                       f'hq_extra/images/id{EXTRA_HQ_FIRST_ID}_00.png', f'hq_extra/images/id{EXTRA_HQ_FIRST_ID + 1}_00.png']
     assert all((tmp_path / 'extra' / path).is_file() for path in listed)
     assert not (tmp_path / 'plain' / EXTRA_HQ_META).exists()
+    # the toy ArcFace's list: every hq and lq image (identities 0, 1 and 2), never test, val or hq_extra
+    assert (tmp_path / 'plain' / IDENTITIES_META).read_text().split() == [
+        'hq/images/id00000_00.png', 'hq/images/id00001_00.png', 'lq/images/id00002_00.png']
+    assert (tmp_path / 'extra' / IDENTITIES_META).read_bytes() == (tmp_path / 'plain' / IDENTITIES_META).read_bytes()

@@ -33,7 +33,7 @@ RENDER_DIGESTS = {
 DATASET_ARGS = ['--size', '32', '--seed', '5', '--num-hq-ids', '2', '--num-lq-ids', '1', '--num-test-ids', '1',
                 '--images-per-id', '2', '--hq-images-per-id', '1', '--num-val-ids', '1', '--num-extra-hq-ids', '1',
                 '--workers', '1']
-DATASET_DIGEST = '1b2694b078d24190'
+DATASET_DIGEST = '95381f9f7ae748c6'
 
 
 def _render_digest(seed, identity, k, size):
@@ -61,7 +61,7 @@ def test_dataset_written_by_the_module_entry_point_is_pinned(tmp_path):
                 data = handle.read()
         digest.update(os.path.relpath(path, out).encode() + data)
     num_images = 2 + 2 + 2 + 2 + 1  # hq, lq, test, val, hq_extra
-    assert len(paths) == 2 * num_images + 5 + 1  # images and parsing maps, five meta.json, the meta_info_file
+    assert len(paths) == 2 * num_images + 5 + 2  # images and parsing maps, five meta.json, two meta_info_files
     assert digest.hexdigest()[:16] == DATASET_DIGEST
 
 

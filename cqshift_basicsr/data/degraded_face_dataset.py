@@ -39,7 +39,8 @@ class DegradedFaceDataset(data.Dataset):
             RNG (reproducible under basicsr's manual_seed).
         dataroot_parsing (str | 'auto' | null): CelebAMask-HQ label maps ``<stem>.png``; 'auto' (default) uses a
             sibling ``parsing/`` folder when ``dataroot_gt`` is ``<split>/images``.
-        meta_json (str | 'auto' | null): identities; 'auto' (default) uses ``<split>/meta.json``.
+        meta_json (str | 'auto' | null): identities; 'auto' (default) uses ``<split>/meta.json``, or with a
+            meta_info_file over several splits (``hq/images/...``, ``lq/images/...``) each split's meta.json.
         rgba_background ('white' | 'black'): background that RGBA inputs are composited over. Default 'white'.
 
     Returns a dict: ``gt``, ``lq`` (degraded, resized back to the HQ size), ``lq_small`` (HQ/scale): float32 CHW
@@ -67,8 +68,9 @@ class DegradedFaceDataset(data.Dataset):
         disk = self.source.backend == 'disk'
         self.parsing_root = find_sibling(self.source.root, opt.get('dataroot_parsing', 'auto' if disk else None),
                                          'parsing')
-        meta_json = resolve_meta_json(self.source.root, opt.get('meta_json', 'auto' if disk else None))
-        self.identities = load_identities(meta_json) if meta_json else None
+        meta_jsons = resolve_meta_json(self.source.root, opt.get('meta_json', 'auto' if disk else None),
+                                       self.source.paths if disk else ())
+        self.identities = load_identities(meta_jsons) if meta_jsons else None
 
     def __len__(self):
         return len(self.source)

@@ -362,14 +362,26 @@ def find_sibling(root, option, name):
 
 
 def load_identities(meta_json):
-    """Map image stem -> identity from a toy-face ``meta.json`` (``{"images": [{"name", "identity"}, ...]}``)."""
-    try:
-        with open(meta_json) as f:
-            meta = json.load(f)
-        return {osp.splitext(entry['name'])[0]: int(entry['identity']) for entry in meta['images']
-                if 'identity' in entry}
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f'{meta_json}: cannot read identities ({error}).') from error
+    """Map image stem -> identity from a toy-face ``meta.json`` (``{"images": [{"name", "identity"}, ...]}``), or
+    from several (a list: one per split a meta_info_file mixes); a stem listed twice with two identities is an
+    error naming both files."""
+    files = [meta_json] if isinstance(meta_json, str) else list(meta_json)
+    identities, origin = {}, {}
+    for path in files:
+        try:
+            with open(path) as f:
+                meta = json.load(f)
+            found = {osp.splitext(entry['name'])[0]: int(entry['identity']) for entry in meta['images']
+                     if 'identity' in entry}
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f'{path}: cannot read identities ({error}).') from error
+        for stem, identity in found.items():
+            if identities.get(stem, identity) != identity:
+                raise ValueError(f'{path}: image {stem!r} has identity {identity}, but {origin[stem]} gives it '
+                                 f'{identities[stem]}.')
+            identities[stem] = identity
+            origin.setdefault(stem, path)
+    return identities
 
 
 _LMDB_CLIENTS = {}
@@ -534,13 +546,21 @@ def default_meta_json(root):
     return candidate if osp.basename(root) == 'images' and osp.isfile(candidate) else None
 
 
-def resolve_meta_json(root, option):
-    """'auto' -> :func:`default_meta_json`; a path -> that file; None/False -> None."""
+def resolve_meta_json(root, option, image_paths=()):
+    """The identity files of a face set, as a list (empty: no identities).
+
+    'auto' -> :func:`default_meta_json` of ``root``, else of each folder in ``image_paths`` (a meta_info_file can
+    list images of several toy splits, e.g. ``hq/images/...`` and ``lq/images/...``: each split's own meta.json);
+    a path -> that file; None/False -> [].
+    """
     if option is None or option is False:
-        return None
+        return []
     if option == 'auto':
-        return default_meta_json(root)
+        own = default_meta_json(root)
+        if own:
+            return [own]
+        folders = sorted({osp.dirname(p) for p in image_paths})
+        return [found for found in map(default_meta_json, folders) if found]
     if not os.path.isfile(option):
         raise ValueError(f'{option}: meta_json not found (set it to null to disable identities).')
-    return option
-
+    return [option]

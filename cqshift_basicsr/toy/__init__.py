@@ -11,13 +11,15 @@ Modules: ``identity`` (what a face looks like), ``canvas`` (the drawing surface)
 ``features``, ``accessories`` and ``shading`` (the parts, painted in that order by ``render``), ``labels`` (parsing
 maps) and ``dataset`` (the splits on disk: ``make_toy_faces``, ``cqshift-make-toy-faces``).
 """
-from .dataset import EXTRA_HQ_FIRST_ID, EXTRA_HQ_META, SPLITS, main, make_contact_sheet, make_toy_faces
+from .dataset import (EXTRA_HQ_FIRST_ID, EXTRA_HQ_META, IDENTITIES_META, SPLITS, main, make_contact_sheet,
+                      make_toy_faces)
 from .identity import HAIR_STYLES, sample_identity, sample_view
 from .labels import LABEL, LABEL_NAMES, NUM_LABELS, PARSING_PALETTE, colorize_parsing
 from .render import render_face
 
 __all__ = [
-    'EXTRA_HQ_FIRST_ID', 'EXTRA_HQ_META', 'SPLITS', 'HAIR_STYLES', 'LABEL', 'LABEL_NAMES', 'NUM_LABELS',
+    'EXTRA_HQ_FIRST_ID', 'EXTRA_HQ_META', 'IDENTITIES_META', 'SPLITS', 'HAIR_STYLES',
+    'LABEL', 'LABEL_NAMES', 'NUM_LABELS',
     'PARSING_PALETTE', 'colorize_parsing', 'main', 'make_contact_sheet', 'make_toy_faces', 'render_face',
     'sample_identity', 'sample_view'
 ]

@@ -5,6 +5,7 @@ Layout written under ``out_dir``::
     <out>/{hq,lq,test[,val]}/images/id{identity:05d}_{k:02d}.png   BGR 8-bit, 3 channels (cv2.imwrite)
     <out>/{hq,lq,test[,val]}/parsing/id{identity:05d}_{k:02d}.png  uint8 label map, values 0..18
     <out>/{hq,lq,test[,val]}/meta.json
+    <out>/identities_meta_info.txt                                   hq + lq images (the identity-labelled splits)
     <out>/hq_extra/..., <out>/hq_all_meta_info.txt                  only with num_extra_hq_ids
 """
 import argparse
@@ -24,6 +25,8 @@ SPLITS = ('hq', 'lq', 'test', 'val')  # val: for choosing hyper-parameters, neve
 # the other splits, so asking for it changes none of their faces.
 EXTRA_HQ_FIRST_ID = 100000
 EXTRA_HQ_META = 'hq_all_meta_info.txt'  # hq + hq_extra image paths relative to out_dir (a meta_info_file)
+# hq + lq image paths relative to out_dir: every training identity, for the toy ArcFace (test and val stay unseen)
+IDENTITIES_META = 'identities_meta_info.txt'
 _ATTR_KEYS = ('skin', 'hair', 'hair_style', 'glasses', 'iris', 'lips', 'cloth', 'earrings', 'necklace')
 
 
@@ -131,12 +134,17 @@ def make_toy_faces(out_dir, size=64, num_hq_ids=60, num_lq_ids=60, num_test_ids=
     for split in splits:
         records = [rec for identity in split_ids[split] for rec in by_identity[identity]]
         summary['splits'][split] = _write_split_meta(out_dir, split, split_ids[split], records, size, seed)
-    if num_extra_hq_ids:
-        with open(os.path.join(out_dir, EXTRA_HQ_META), 'w') as f:
-            for split in ('hq', 'hq_extra'):
+
+    def write_meta_info(name, listed_splits):
+        with open(os.path.join(out_dir, name), 'w') as f:
+            for split in listed_splits:
                 for identity in split_ids[split]:
                     f.writelines(f"{split}/images/{rec['name']}\n" for rec in by_identity[identity])
-        summary['hq_all_meta_info'] = os.path.join(out_dir, EXTRA_HQ_META)
+        return os.path.join(out_dir, name)
+
+    summary['identities_meta_info'] = write_meta_info(IDENTITIES_META, ('hq', 'lq'))
+    if num_extra_hq_ids:
+        summary['hq_all_meta_info'] = write_meta_info(EXTRA_HQ_META, ('hq', 'hq_extra'))
     summary['num_images'] = sum(s['num_images'] for s in summary['splits'].values())
     summary['seconds'] = round(time.time() - start, 2)
     return summary

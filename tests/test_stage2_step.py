@@ -1,5 +1,6 @@
-"""The stage-2 step (CQShiftModel.optimize_parameters) renders with two batched generator calls; its losses and
-gradients must be those of the one-pass-per-image step it replaced, which this file keeps as the reference."""
+"""The stage-2 step (CQShiftModel.optimize_parameters) renders with two batched generator calls and runs each
+discriminator once on its fake batch; its losses and gradients (G's and both D's) must be those of the
+one-pass-per-image step it replaced, which this file keeps as the reference."""
 import copy
 
 import pytest
@@ -116,6 +117,9 @@ def test_step_losses_and_gradients_equal_the_unbatched_step(case, tmp_path):
             assert abs(got[name] - value) <= 1e-5, (name, got[name], value)
         trained = [(batched.net_g, reference.net_g)] + ([(batched.net_eh, reference.net_eh)]
                                                          if batched.finetune_eh else [])
+        # D_H and D_L judge the fakes once for both steps: their gradients are those of their own loss alone
+        trained += [(batched.net_d_h, reference.net_d_h)] + ([(batched.net_d_l, reference.net_d_l)]
+                                                              if batched.upper_branch else [])
         for net_batched, net_reference in trained:
             for (name, p), p_ref in zip(net_batched.named_parameters(), net_reference.parameters()):
                 if p_ref.grad is None:

@@ -84,6 +84,10 @@ class CQShiftModel(FaceBaseModel):
         self.optimizer_d_h = self.build_optimizer('d', list(self.net_d_h.parameters()))
         if self.upper_branch:
             self.optimizer_d_l = self.build_optimizer('d', list(self.net_d_l.parameters()))
+        # what the generator step's backward fills (E_L, E_deg, Δ_global; E_H when fine-tuned)
+        self.generator_step_parameters = [p for group in self.optimizer_g.param_groups for p in group['params']]
+        if self.finetune_eh:
+            self.generator_step_parameters += [p for group in self.optimizer_eh.param_groups for p in group['params']]
         set_requires_grad(self.net_d_h, False)
         if self.upper_branch:
             set_requires_grad(self.net_d_l, False)
@@ -104,7 +108,8 @@ class CQShiftModel(FaceBaseModel):
         LQ x̃_l (their latents are known after the encoders); batch 2 the two cycle images, whose latents need
         batch 1's images. Two generator calls instead of five, with the same losses (tests/test_stage2_step.py
         keeps the one-pass-per-image form and checks them to 1e-5). E_L is not batched across ``x_l`` and ``x̃_l``:
-        it trains with BatchNorm, whose statistics are per call.
+        it trains with BatchNorm, whose statistics are per call. D_H and D_L each run once on ŷ and x̃_l for both
+        the G step and their own (:meth:`judge_fake_once`): their weights and inputs are the same in both.
         With ``train.precision`` bf16/fp16 the generator and the encoders run under autocast; their outputs, the
         losses and the optimisers' state are float32.
         """
@@ -133,8 +138,9 @@ class CQShiftModel(FaceBaseModel):
         images = self._decode_together(net, latents)
         restored = images['restored']
 
-        # lower branch: restore the LQ image
-        losses['l_g_gan_h'] = self.cri['gan'](self.net_d_h(restored), True, is_disc=False)
+        # lower branch: restore the LQ image. D_H judges ŷ once for this step and its own (judge_fake_once)
+        fake_pred_h, d_fake_h = self.judge_fake_once(self.net_d_h, self.optimizer_d_h, self.cri['gan'], restored)
+        losses['l_g_gan_h'] = self.cri['gan'](fake_pred_h, True, is_disc=False)
         if 'down' in self.cri:
             losses['l_down'] = self.cri['down'](restored, x_l)
         lq_rec = images.get('lq_rec')
@@ -151,7 +157,9 @@ class CQShiftModel(FaceBaseModel):
         # upper branch: the synthetic LQ of the HQ image, judged by D_L
         if self.upper_branch:
             synthetic_lq = images['synthetic_lq']
-            losses['l_g_gan_l'] = self.cri_gan_l(self.net_d_l(synthetic_lq), True, is_disc=False)
+            fake_pred_l, d_fake_l = self.judge_fake_once(self.net_d_l, self.optimizer_d_l, self.cri_gan_l,
+                                                         synthetic_lq)
+            losses['l_g_gan_l'] = self.cri_gan_l(fake_pred_l, True, is_disc=False)
 
         # both cycles: ŷ back to the LQ look, x̃_l back to the HQ image
         cycle_latents = {}
@@ -170,7 +178,7 @@ class CQShiftModel(FaceBaseModel):
             losses['l_cyc_h'] = self.cri['cycle'](cycle_images['back_h'], x_h)
 
         total = sum(losses.values())
-        total.backward()
+        total.backward(inputs=self.generator_step_parameters)  # not into D's parameters, which hold D's loss
         self.sync_gradients(self.net_g, *([self.net_eh] if self.finetune_eh else []))
         self.optimizer_g.step()
         if self.finetune_eh:
@@ -178,10 +186,10 @@ class CQShiftModel(FaceBaseModel):
 
         # discriminators
         self.discriminator_step(self.net_d_h, self.optimizer_d_h, self.cri['gan'], x_h, restored, current_iter, 'd_h',
-                                losses)
+                                losses, fake_loss=d_fake_h)
         if self.upper_branch:
             self.discriminator_step(self.net_d_l, self.optimizer_d_l, self.cri_gan_l, x_l, synthetic_lq, current_iter,
-                                    'd_l', losses)
+                                    'd_l', losses, fake_loss=d_fake_l)
         losses['l_g_total'] = total
         self.finish_step(losses)
 

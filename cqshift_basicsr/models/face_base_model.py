@@ -196,14 +196,37 @@ class FaceBaseModel(BaseModel):
         return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
     # ------------------------------------------------------------------ GAN
-    def discriminator_step(self, net_d, optimizer, cri_gan, real, fake, current_iter, tag, loss_dict):
-        """One D update: ``cri_gan`` on real vs detached fake, plus lazy R1 every ``train.net_d_reg_every``
-        iterations with weight ``train.r1_reg_weight`` (0 turns it off)."""
+    def judge_fake_once(self, net_d, optimizer, cri_gan, fake):
+        """D's prediction on the generated batch ``fake`` for both the generator's and D's step: one forward instead
+        of two (the weights and the input are the same in both).
+
+        The prediction keeps its graph to D's parameters; D's loss on it (the fake half of the D step) is
+        back-propagated into them now, into freshly zeroed gradients, before the generator's backward frees the
+        shared graph. Returns ``(fake_pred, d_fake_loss)``: use ``fake_pred`` in the generator's adversarial loss,
+        back-propagate the generator's total with ``inputs=`` its own parameters (so that D's gradients stay the
+        D loss's), then call :meth:`discriminator_step` with ``fake_loss=d_fake_loss``.
+        """
         set_requires_grad(net_d, True)
         optimizer.zero_grad(set_to_none=True)
-        real_pred, fake_pred = net_d(real), net_d(fake.detach())
-        l_d = cri_gan(real_pred, True, is_disc=True) + cri_gan(fake_pred, False, is_disc=True)
-        l_d.backward()
+        fake_pred = net_d(fake)
+        d_fake_loss = cri_gan(fake_pred, False, is_disc=True)
+        d_fake_loss.backward(inputs=list(net_d.parameters()), retain_graph=True)
+        return fake_pred, d_fake_loss.detach()
+
+    def discriminator_step(self, net_d, optimizer, cri_gan, real, fake, current_iter, tag, loss_dict, fake_loss=None):
+        """One D update: ``cri_gan`` on real vs detached fake, plus lazy R1 every ``train.net_d_reg_every``
+        iterations with weight ``train.r1_reg_weight`` (0 turns it off). With ``fake_loss`` (from
+        :meth:`judge_fake_once`) the fake half is already in D's gradients and ``fake`` is not run again."""
+        set_requires_grad(net_d, True)
+        if fake_loss is None:
+            optimizer.zero_grad(set_to_none=True)
+            real_pred, fake_pred = net_d(real), net_d(fake.detach())
+            l_d = cri_gan(real_pred, True, is_disc=True) + cri_gan(fake_pred, False, is_disc=True)
+            l_d.backward()
+        else:
+            l_real = cri_gan(net_d(real), True, is_disc=True)
+            l_real.backward()
+            l_d = l_real + fake_loss
         loss_dict[f'l_{tag}'] = l_d.detach()
         r1_weight = self.opt['train'].get('r1_reg_weight', 0)
         reg_every = self.opt['train'].get('net_d_reg_every', 16)

@@ -16,7 +16,8 @@ from runner_utils import TRAIN_PY, cpu_env, read_train_log, run_script, write_ya
 from cqshift_basicsr.archs.face_parsing import FaceParser
 from cqshift_basicsr.checkpoints import export_checkpoint
 from cqshift_basicsr.metrics.identity_metric import calculate_identity
-from cqshift_basicsr.models.toy_arcface_model import jitter_faces, mix_degraded_inputs, verification_figures
+from cqshift_basicsr.models.face_base_model import mix_degraded_inputs
+from cqshift_basicsr.models.toy_arcface_model import jitter_faces, verification_figures
 from cqshift_basicsr.models.toy_parsenet_model import confusion_matrix, parsing_figures
 
 ARCH_OPT = {'block': 'IRBlock', 'layers': [1, 1, 1, 1], 'use_se': False}

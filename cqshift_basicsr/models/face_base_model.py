@@ -22,7 +22,16 @@ from cqshift_basicsr.archs.perceptual_networks import freeze
 from cqshift_basicsr.models.global_batch import convert_to_global_batchnorm
 from cqshift_basicsr.results import records_test_metrics
 
-__all__ = ['FaceBaseModel', 'set_requires_grad', 'to_signed', 'to_unit']
+__all__ = ['FaceBaseModel', 'mix_degraded_inputs', 'set_requires_grad', 'to_signed', 'to_unit']
+
+
+def mix_degraded_inputs(gt, lq, degraded_prob):
+    """Per sample, the degraded face ``lq`` with probability ``degraded_prob``, else the clean ``gt`` (torch's RNG,
+    which basicsr seeds)."""
+    if lq is None or degraded_prob <= 0:
+        return gt
+    pick = torch.rand(gt.shape[0], device=gt.device) < degraded_prob
+    return torch.where(pick[:, None, None, None], lq, gt)
 
 
 def set_requires_grad(net, flag):
@@ -204,7 +213,9 @@ class FaceBaseModel(BaseModel):
         back-propagated into them now, into freshly zeroed gradients, before the generator's backward frees the
         shared graph. Returns ``(fake_pred, d_fake_loss)``: use ``fake_pred`` in the generator's adversarial loss,
         back-propagate the generator's total with ``inputs=`` its own parameters (so that D's gradients stay the
-        D loss's), then call :meth:`discriminator_step` with ``fake_loss=d_fake_loss``.
+        D loss's), then call :meth:`discriminator_step` with ``fake_loss=d_fake_loss``. Only for a D whose forward
+        changes no state (no spectral-norm power iteration or BatchNorm statistics), as StyleGAN2's does not: two
+        forwards would otherwise differ.
         """
         set_requires_grad(net_d, True)
         optimizer.zero_grad(set_to_none=True)
@@ -279,7 +290,14 @@ class FaceBaseModel(BaseModel):
             pbar.close()
         if not sums:
             return
-        self.metric_results = OrderedDict((k, v / count) for k, v in sums.items())
+        self.report_validation(dataset_name, ((k, v / count) for k, v in sums.items()), metrics_opt, current_iter,
+                               tb_logger)
+
+    def report_validation(self, dataset_name, figures, metrics_opt, current_iter, tb_logger):
+        """Set-level ``figures`` (name -> value) reported as basicsr reports metrics: ``metric_results``, best
+        records and the log; ``metrics_opt`` maps each name (or its prefix) to options with ``better``
+        ('higher', the default, or 'lower'), as ``val.metrics`` does."""
+        self.metric_results = OrderedDict(figures)
         self._init_best_records(dataset_name, metrics_opt)
         for metric, value in self.metric_results.items():
             self._update_best_metric_result(dataset_name, metric, value, current_iter)

@@ -9,21 +9,12 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from cqshift_basicsr.metrics.identity_metric import arcface_embedding, arcface_input
-from .face_base_model import FaceBaseModel
+from .face_base_model import FaceBaseModel, mix_degraded_inputs
 
-__all__ = ['ToyArcFaceModel', 'verification_figures', 'mix_degraded_inputs', 'jitter_faces', 'log_validation_figures']
+__all__ = ['ToyArcFaceModel', 'verification_figures', 'jitter_faces']
 
 # The identity metric's protocol for ResNetArcFace (gray 128 x 128 in [-1, 1]): training sees exactly what IP feeds.
 ARCFACE_PROTOCOL = 'gfpgan'
-
-
-def mix_degraded_inputs(gt, lq, degraded_prob):
-    """Per sample, the degraded face ``lq`` with probability ``degraded_prob``, else the clean ``gt`` (torch's RNG,
-    which basicsr seeds)."""
-    if lq is None or degraded_prob <= 0:
-        return gt
-    pick = torch.rand(gt.shape[0], device=gt.device) < degraded_prob
-    return torch.where(pick[:, None, None, None], lq, gt)
 
 
 def jitter_faces(faces, shift=0.0, zoom=0.0, brightness=0.0, contrast=0.0):
@@ -64,16 +55,6 @@ def verification_figures(embeddings, identities):
     best = int(balanced.argmax())
     return OrderedDict(verification_accuracy=float(balanced[best]), same_id_cosine=float(pos.mean()),
                        diff_id_cosine=float(neg.mean()), best_threshold=float(thresholds[best]))
-
-
-def log_validation_figures(model, dataset_name, figures, current_iter, tb_logger, lower_is_better=()):
-    """Set-level figures reported as basicsr reports metrics: ``metric_results``, best records and the log."""
-    model.metric_results = OrderedDict(figures)
-    model._init_best_records(dataset_name, {k: {'better': 'lower' if k in lower_is_better else 'higher'}
-                                            for k in figures})
-    for metric, value in figures.items():
-        model._update_best_metric_result(dataset_name, metric, value, current_iter)
-    model._log_validation_metric_values(current_iter, dataset_name, tb_logger)
 
 
 @MODEL_REGISTRY.register()
@@ -167,5 +148,5 @@ class ToyArcFaceModel(FaceBaseModel):
             figures['lq_gt_cosine'] = float((torch.cat(degraded).cpu() * embeddings).sum(1).mean())
         get_root_logger().info(f'{dataset_name}: {len(identities)} faces of {len(set(identities))} identities; '
                                f"best threshold {figures.pop('best_threshold'):.3f}")
-        log_validation_figures(self, dataset_name, figures, current_iter, tb_logger,
-                               lower_is_better=('diff_id_cosine', ))
+        better = {name: {'better': 'lower' if name == 'diff_id_cosine' else 'higher'} for name in figures}
+        self.report_validation(dataset_name, figures, better, current_iter, tb_logger)

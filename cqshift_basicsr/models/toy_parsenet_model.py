@@ -5,8 +5,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from cqshift_basicsr.archs.face_parsing import NUM_PARSING_CLASSES, parse_to_onehot
 from cqshift_basicsr.data.degradations import resize_tensor
-from .face_base_model import FaceBaseModel, to_signed
-from .toy_arcface_model import log_validation_figures, mix_degraded_inputs
+from .face_base_model import FaceBaseModel, mix_degraded_inputs, to_signed
 
 __all__ = ['ToyParseNetModel', 'parsing_figures']
 
@@ -101,17 +100,18 @@ class ToyParseNetModel(FaceBaseModel):
             self.feed_data(data)
             if self.gt_parsing is None:
                 raise ValueError(f"{dataset.opt['name']}: ToyParseNetModel validation needs parsing maps.")
-            groups = [('clean', self.gt, self.gt_parsing)]
+            # the parser runs once per image set; each level's figures take their rows of the degraded prediction
+            groups = [('clean', self.predict(self.gt), self.gt_parsing)]
             if self.lq is not None:
-                groups.append(('degraded', self.lq, self.gt_parsing))
+                degraded = self.predict(self.lq)
+                groups.append(('degraded', degraded, self.gt_parsing))
                 if self.levels is not None and level_names:
                     for index, level in enumerate(level_names):
                         chosen = self.levels.to(self.device) == index
                         if chosen.any():
-                            groups.append((f'degraded_{level}', self.lq[chosen], self.gt_parsing[chosen]))
-            for name, img, labels in groups:
-                matrix = confusion_matrix(self.predict(img), labels)
-                confusion[name] = confusion.get(name, 0) + matrix
+                            groups.append((f'degraded_{level}', degraded[chosen], self.gt_parsing[chosen]))
+            for name, prediction, labels in groups:
+                confusion[name] = confusion.get(name, 0) + confusion_matrix(prediction, labels)
         figures = {f'{group}_{key}': value for group, matrix in confusion.items()
                    for key, value in parsing_figures(matrix).items()}
-        log_validation_figures(self, dataset.opt['name'], figures, current_iter, tb_logger)
+        self.report_validation(dataset.opt['name'], figures, {name: {} for name in figures}, current_iter, tb_logger)
